@@ -1,0 +1,274 @@
+"""Plain values shared by the planner and the adapters.
+
+Everything here is immutable data with no I/O: the directory scan produces
+`DesiredGuest` and `InvalidFile`, the xl adapter produces `Domain`, the state
+store persists `Memory`, and the planner turns all of them into a `Plan`.
+Times are wall-clock seconds since the epoch (they are persisted across
+restarts), always passed in by the caller.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+DOM0_NAME = "Domain-0"
+INCOMING_SUFFIX = "--incoming"
+MIGRATEDAWAY_SUFFIX = "--migratedaway"
+
+
+# --- desired state: the guests directory -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredGuest:
+    """A valid guest cfg file: the guest `name`, the file's absolute `path`, and
+    `cfg_hash` (hex sha256 of the file's bytes) that tells a changed file."""
+
+    name: str
+    path: str
+    cfg_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidFile:
+    """A cfg file that cannot be used. `name` is the guest name when it could be
+    read (duplicates, for example), `line`/`column` point at the problem when known."""
+
+    path: str
+    reason: str
+    name: str | None = None
+    line: int | None = None
+    column: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredState:
+    """One scan of the guests directory: the valid guests (unique names), the
+    invalid files, the names carried by two or more files (with those files), and
+    `error`, set when the directory itself cannot be used (missing, a file, unsafe
+    permissions); then there are no guests."""
+
+    guests: tuple[DesiredGuest, ...] = ()
+    invalid: tuple[InvalidFile, ...] = ()
+    duplicates: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    error: str | None = None
+
+
+# --- actual state: the toolstack -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Domain:
+    """One row of `xl list`. `state` is the 6-letter column, e.g. `-b----`."""
+
+    name: str
+    domid: int
+    mem: int
+    vcpus: int
+    state: str
+    time: float
+
+    @property
+    def dying(self) -> bool:
+        """True when the hypervisor is tearing the domain down (`d`)."""
+        return "d" in self.state
+
+    @property
+    def stale(self) -> bool:
+        """True when the domain crashed (`c`) or shut down (`s`) but is preserved."""
+        return not self.dying and ("c" in self.state or "s" in self.state)
+
+
+# --- remembered state ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GuestMemory:
+    """What the daemon remembers about one guest name.
+
+    attempts         consecutive failed creates (reset when the guest stays up `stable_after`)
+    next_retry       earliest time of the next create after a failure, None if not waiting
+    last_error       one-line reason of the last failure
+    held, hold_reason  set by `xenreconcile hold`; a held guest is never created
+    migrated         the guest left by live migration; not created until release or seen again
+    migrating_away   `NAME--migratedaway` was in the last trusted listing
+    cfg_hash         the file content the failure count belongs to (a new content resets it)
+    created_hash     the file content of the last successful create (drift detection)
+    created_at       time of the last successful create still inside its `stable_after` window
+    seen_running     the guest was listed running during this daemon's life
+    missing_since    first pass that found a seen-running guest missing
+    """
+
+    attempts: int = 0
+    next_retry: float | None = None
+    last_error: str | None = None
+    held: bool = False
+    hold_reason: str | None = None
+    migrated: bool = False
+    migrating_away: bool = False
+    cfg_hash: str | None = None
+    created_hash: str | None = None
+    created_at: float | None = None
+    seen_running: bool = False
+    missing_since: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    """All remembered state: per-guest memory, when the last create started (for
+    `start_delay`) and the Dom0 boot time it belongs to."""
+
+    guests: dict[str, GuestMemory] = field(default_factory=dict)
+    last_create_at: float | None = None
+    boot_time: float | None = None
+
+    def guest(self, name: str) -> GuestMemory:
+        """The memory of `name`, or a fresh one."""
+        return self.guests.get(name, GuestMemory())
+
+
+# --- settings the planner needs ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Retry delays: initial * multiplier**(attempts-1), capped at `max`, plus up to
+    `jitter` seconds; `give_up_after` consecutive failures make a guest failed (0 = never)."""
+
+    initial: float = 10.0
+    multiplier: float = 2.0
+    max: float = 600.0
+    jitter: float = 5.0
+    give_up_after: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class GuestOverride:
+    """Per-guest settings from the daemon config (`guests: {NAME: {order, hold}}`)."""
+
+    order: int = 50
+    hold: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PlannerSettings:
+    """The subset of the daemon config that decides what a pass does."""
+
+    concurrency: int = 4
+    start_delay: float = 0.0
+    missing_grace: float = 5.0
+    stable_after: float = 60.0
+    backoff: Backoff = Backoff()
+    guests: dict[str, GuestOverride] = field(default_factory=dict)
+
+    def override(self, name: str) -> GuestOverride:
+        """The per-guest settings of `name`, or the defaults."""
+        return self.guests.get(name, GuestOverride())
+
+
+# --- the planner's output ------------------------------------------------------------------
+
+
+class GuestState(enum.StrEnum):
+    """What `status` shows for a guest."""
+
+    RUNNING = "running"  # listed, not dying or stale
+    DRIFT = "drift"  # running, but its file changed since we created it
+    CREATING = "creating"  # an `xl create` is in flight
+    PENDING = "pending"  # missing; a create is planned now or as soon as a slot frees
+    WAITING = "waiting"  # missing; waits for lower `order` guests or `start_delay`
+    GRACE = "grace"  # missing; inside `missing_grace` after having been seen running
+    BACKOFF = "backoff"  # missing; failed, next try at `next_retry`
+    FAILED = "failed"  # gave up after `give_up_after` failures
+    HELD = "held"  # held by the admin or the config; never created
+    MIGRATING = "migrating"  # a `--incoming`/`--migratedaway` domain exists
+    MIGRATED = "migrated"  # left by live migration; not created until release
+    STALE = "stale"  # listed crashed/shut down and preserved; not touched
+    DYING = "dying"  # listed as dying; wait
+    UNMANAGED = "unmanaged"  # running with no file
+    DUPLICATE = "duplicate"  # two or more files carry this name
+    INVALID = "invalid"  # the file cannot be used
+    UNKNOWN = "unknown"  # the toolstack listing is not trusted this pass
+
+
+@dataclass(frozen=True, slots=True)
+class GuestStatus:
+    """One row of `status`: a guest name (or the file name for an invalid file
+    without one), its state, its file(s) and what is remembered about it."""
+
+    name: str
+    state: GuestState
+    paths: tuple[str, ...] = ()
+    attempts: int = 0
+    next_retry: float | None = None
+    last_error: str | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CreateAction:
+    """Run `xl create <path>` for guest `name`; `cfg_hash` is the content it creates from."""
+
+    name: str
+    path: str
+    cfg_hash: str
+
+
+class EventKind(enum.StrEnum):
+    """Decisions the planner made that are worth a log line or a notification."""
+
+    VANISHED = "vanished"  # a running guest is no longer listed
+    DIED_EARLY = "died_early"  # it vanished within `stable_after` of its create: a failure
+    RECOVERED = "recovered"  # stayed up `stable_after` after failures
+    GAVE_UP = "gave_up"  # reached `give_up_after`
+    FAILING = "failing"  # first failure after having run
+    FILE_CHANGED = "file_changed"  # content changed: backoff reset
+    MIGRATED = "migrated"  # left by live migration
+    RETURNED = "returned"  # a migrated guest runs here again
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A decision worth telling: `kind` for guest `name`, with an optional `error`."""
+
+    kind: EventKind
+    name: str
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What a pass decided: creates to start now, a status per guest, the updated
+    memory, events to log, and `wake_at`, the earliest time at which a pass could
+    decide something new without any outside change (None: nothing scheduled)."""
+
+    creates: tuple[CreateAction, ...]
+    statuses: tuple[GuestStatus, ...]
+    memory: Memory
+    events: tuple[Event, ...] = ()
+    wake_at: float | None = None
+    trusted: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class CreateResult:
+    """How an `xl create` ended: `ok`, its exit code (None if killed at the timeout),
+    whether it `timed_out`, the last lines of its stderr, and how long it took."""
+
+    ok: bool
+    exit_code: int | None
+    timed_out: bool = False
+    stderr_tail: str = ""
+    duration: float = 0.0
+
+    @property
+    def error(self) -> str:
+        """A one-line reason for a failed create, suitable for `last_error`."""
+        if self.ok:
+            return ""
+        if self.timed_out:
+            return f"xl create timed out after {self.duration:.0f}s"
+        last = [ln for ln in self.stderr_tail.splitlines() if ln.strip()]
+        tail = last[-1] if last else "no error output"
+        return f"xl create exited {self.exit_code}: {tail}"
