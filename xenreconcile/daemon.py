@@ -1,0 +1,538 @@
+"""The long-running loop: scan, list, plan, start creates, remember, repeat.
+
+One main thread owns all state. Create workers and the directory watcher run
+in threads of their own and only hand results back through a queue and a wake
+event. A pass runs every `interval`, soon after a watcher hint, after a create
+finished, after an admin request, after SIGHUP, and at the time the planner
+asked to be woken (`Plan.wake_at`). Time comes from an injectable clock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from tenacity import RetryCallState, wait_exponential
+
+from xenreconcile import __version__, control, logs, planner, report
+from xenreconcile.config import Config, ConfigError, load_config
+from xenreconcile.guestdir import GuestDirScanner
+from xenreconcile.models import (
+    CreateAction,
+    CreateResult,
+    DesiredState,
+    Domain,
+    Event,
+    EventKind,
+    Memory,
+    Plan,
+)
+from xenreconcile.notify import notify_async
+from xenreconcile.state import StateStore, read_boot_time
+from xenreconcile.watch import Watcher, WatchUnavailable, make_watcher
+from xenreconcile.xl import ToolstackError, XlRunner
+
+REQUEST_POLL = 0.5  # how often the loop looks for hold/release/retry requests
+LOCK_WAIT = 5.0  # how long start-up waits for a CLI command holding the state lock
+STATUS_FILE = "status.json"
+NOTIFY_EVENTS = {EventKind.GAVE_UP, EventKind.FAILING, EventKind.RECOVERED}
+EVENT_LOG: dict[EventKind, tuple[str, str]] = {
+    EventKind.VANISHED: ("info", "guest_vanished"),
+    EventKind.DIED_EARLY: ("warning", "guest_died_early"),
+    EventKind.RECOVERED: ("info", "guest_recovered"),
+    EventKind.GAVE_UP: ("error", "gave_up"),
+    EventKind.FAILING: ("warning", "guest_failing"),
+    EventKind.FILE_CHANGED: ("info", "file_changed"),
+    EventKind.MIGRATED: ("info", "guest_migrated"),
+    EventKind.RETURNED: ("info", "guest_returned"),
+}
+
+
+class Runner(Protocol):
+    """What the loop needs from the xl adapter."""
+
+    def list(self) -> tuple[Domain, ...]: ...
+    def create(self, path: str) -> CreateResult: ...
+
+
+class Clock(Protocol):
+    """Wall time and waiting, injectable so tests need no sleeps."""
+
+    def time(self) -> float: ...
+    def wait(self, event: threading.Event, timeout: float) -> bool: ...
+
+
+class SystemClock:
+    """The real clock."""
+
+    def time(self) -> float:
+        """Seconds since the epoch."""
+        return time.time()
+
+    def wait(self, event: threading.Event, timeout: float) -> bool:
+        """Block until `event` is set or `timeout` seconds pass; True if set."""
+        return event.wait(max(0.0, timeout))
+
+
+class DaemonError(Exception):
+    """The daemon cannot start (state directory locked or unusable)."""
+
+
+def xl_command(config: Config) -> list[str]:
+    """The xl program and its fixed arguments from the config key `xl`."""
+    value: Any = config.xl
+    return [value] if isinstance(value, str) else list(value)
+
+
+def toolstack_delay(failures: int, cap: float) -> float:
+    """Seconds before the next `xl list` after `failures` failed ones in a row:
+    1, 2, 4 ... capped at `cap` (tenacity computes it; nothing blocks on it)."""
+    wait = wait_exponential(multiplier=1, min=1, max=max(1.0, cap))
+    state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+    state.attempt_number = max(1, failures)
+    return float(wait(state))
+
+
+def xl_log_path(name: str) -> str:
+    """Where xl itself logs the domain's creation."""
+    return f"/var/log/xen/xl-{name}.log"
+
+
+@dataclass
+class Daemon:
+    """The reconciliation loop for one config."""
+
+    config: Config
+    config_path: str | None = None
+    clock: Clock = field(default_factory=SystemClock)
+    runner: Runner | None = None
+    boot_time: Callable[[], float | None] = read_boot_time
+    use_watcher: bool = True
+
+    def __post_init__(self) -> None:
+        self.log = logs.get_logger()
+        self.store = StateStore(self.config.state_dir)
+        self.memory = Memory()
+        self.scanner = self._make_scanner()
+        if self.runner is None:
+            self.runner = self._make_runner()
+        self.in_flight: dict[str, threading.Thread] = {}
+        self.results: queue.SimpleQueue[tuple[CreateAction, CreateResult]] = queue.SimpleQueue()
+        self.wake = threading.Event()
+        self.stopping = False
+        self.reload_wanted = False
+        self.pass_due = True
+        self.next_pass_at = 0.0
+        self.wake_at: float | None = None
+        self.last_plan: Plan | None = None
+        self.toolstack_failures = 0
+        self.toolstack_error: str | None = None
+        self.reported_invalid: dict[str, str] = {}
+        self.reported_dir_error: str | None = None
+        self.save_failed = False
+        self.last_status: str | None = None
+        self.watcher: Watcher | None = None
+        self.watch_generation = 0
+
+    # --- construction helpers -----------------------------------------------------------
+
+    def _make_scanner(self) -> GuestDirScanner:
+        return GuestDirScanner(
+            self.config.guests_dir, strict_permissions=self.config.strict_permissions
+        )
+
+    def _make_runner(self) -> Runner:
+        return XlRunner(
+            xl_command(self.config),
+            list_timeout=self.config.list_timeout,
+            create_timeout=self.config.xl_timeout,
+        )
+
+    @property
+    def settings(self) -> Any:
+        """The planner's view of the current config."""
+        return self.config.planner_settings()
+
+    # --- start and stop ------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Lock and load the state, notice a Dom0 reboot, take pending requests.
+        Raises DaemonError when another daemon holds the state."""
+        deadline = time.monotonic() + LOCK_WAIT
+        while not self.store.try_lock():
+            if time.monotonic() >= deadline:
+                raise DaemonError(
+                    f"{self.config.state_dir} is locked: another xenreconcile daemon is running"
+                )
+            time.sleep(0.1)
+        memory, warning = self.store.load()
+        if warning:
+            self.log.error("state_corrupt", error=warning)
+        boot = self.boot_time()
+        if boot is not None and memory.boot_time is not None and abs(boot - memory.boot_time) > 1:
+            self.log.info("dom0_rebooted", boot_time=boot, previous_boot_time=memory.boot_time)
+            memory = planner.new_boot(memory, boot)
+        elif boot is not None and memory.boot_time is None:
+            memory = planner.new_boot(memory, boot)
+        self.memory = planner.forget_runtime(memory)
+        self.log.info(
+            "started",
+            version=__version__,
+            pid=os.getpid(),
+            guests_dir=self.config.guests_dir,
+            xl=" ".join(xl_command(self.config)),
+            state_dir=self.config.state_dir,
+        )
+        self._take_requests()
+        self._save()
+
+    def stop(self) -> None:
+        """Ask the loop to stop (safe from a signal handler)."""
+        self.stopping = True
+        self.wake.set()
+
+    def reload(self) -> None:
+        """Ask the loop to reload its config (safe from a signal handler)."""
+        self.reload_wanted = True
+        self.wake.set()
+
+    def install_signals(self) -> None:
+        """SIGTERM/SIGINT stop, SIGHUP reloads."""
+        signal.signal(signal.SIGTERM, lambda *_: self.stop())
+        signal.signal(signal.SIGINT, lambda *_: self.stop())
+        signal.signal(signal.SIGHUP, lambda *_: self.reload())
+
+    def shutdown(self) -> None:
+        """Wait up to `stop_timeout` for creates in flight, fold in their results,
+        save, unlock. Creates still running are left to finish on their own."""
+        if self.in_flight:
+            self.log.info("stopping", in_flight=sorted(self.in_flight))
+        deadline = time.monotonic() + self.config.stop_timeout
+        for thread in list(self.in_flight.values()):
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._drain_results()
+        if self.in_flight:
+            self.log.warning("left_running", guests=sorted(self.in_flight))
+        self._close_watcher()
+        self._save()
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(self.config.state_dir, STATUS_FILE))
+        self.store.unlock()
+        self.log.info("stopped")
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT; returns the exit code (0)."""
+        self.start()
+        try:
+            self._start_watcher()
+            while not self.stopping:
+                self.step()
+        finally:
+            self.shutdown()
+        return 0
+
+    def step(self) -> None:
+        """One turn of the loop: fold in results and requests, pass when due, wait."""
+        self._drain_results()
+        self._take_requests()
+        if self.reload_wanted:
+            self._reload()
+        now = self.clock.time()
+        if self.pass_due or now >= self.next_pass_at or (
+            self.wake_at is not None and now >= self.wake_at
+        ):
+            self.run_pass(now)
+        deadline = min(self.next_pass_at, now + REQUEST_POLL)
+        if self.wake_at is not None:
+            deadline = min(deadline, self.wake_at)
+        if not self.stopping and self.results.empty():
+            self.clock.wait(self.wake, deadline - now)
+        self.wake.clear()
+
+    def run_once(self) -> int:
+        """One pass, wait for its creates, then 0 if every desired guest runs, else 1."""
+        self.start()
+        try:
+            self.run_pass(self.clock.time())
+            for thread in list(self.in_flight.values()):
+                thread.join()
+            self._drain_results()
+            listing = self._list()
+            final = planner.plan(
+                self.scanner.scan(), listing, self.memory, (), self.clock.time(), self.settings
+            )
+            self.last_plan = final
+            bad = [s for s in final.statuses if report.is_problem(s)]
+            for status in bad:
+                self.log.warning("not_running", guest=status.name, state=status.state.value)
+            return 1 if bad or listing is None else 0
+        finally:
+            self._save()
+            self.store.unlock()
+
+    def run_pass(self, now: float) -> Plan:
+        """Scan, list, plan, start the planned creates, save. Returns the plan."""
+        self.pass_due = False
+        desired = self.scanner.scan()
+        self._report_scan(desired)
+        listing = self._list()
+        plan = planner.plan(desired, listing, self.memory, set(self.in_flight), now, self.settings)
+        self.memory = plan.memory
+        self.last_plan = plan
+        for event in plan.events:
+            self._on_event(event)
+        for action in plan.creates:
+            self._start_create(action)
+        if listing is None:
+            delay = toolstack_delay(self.toolstack_failures, self.config.interval)
+            self.next_pass_at = now + delay
+        else:
+            self.next_pass_at = now + self.config.interval
+        self.wake_at = plan.wake_at
+        self._save()
+        self._write_status(now)
+        return plan
+
+    # --- adapters ------------------------------------------------------------------------------
+
+    def _list(self) -> tuple[Domain, ...] | None:
+        assert self.runner is not None
+        try:
+            domains = self.runner.list()
+        except ToolstackError as exc:
+            self.toolstack_failures += 1
+            error = str(exc)
+            if error != self.toolstack_error:
+                self.log.warning(
+                    "toolstack_error", error=error, failures=self.toolstack_failures
+                )
+            else:
+                self.log.debug("toolstack_error", error=error, failures=self.toolstack_failures)
+            self.toolstack_error = error
+            return None
+        if self.toolstack_failures:
+            self.log.info("toolstack_ready", after_failures=self.toolstack_failures)
+        self.toolstack_failures = 0
+        self.toolstack_error = None
+        return domains
+
+    def _report_scan(self, desired: DesiredState) -> None:
+        """Log a directory problem, and each invalid or duplicate file, once per change."""
+        if desired.error != self.reported_dir_error:
+            if desired.error:
+                self.log.error("guests_dir_unusable", error=desired.error)
+            else:
+                self.log.info("guests_dir_ok", guests_dir=self.config.guests_dir)
+            self.reported_dir_error = desired.error
+        current: dict[str, str] = {}
+        for bad in desired.invalid:
+            current[bad.path] = bad.reason
+            if self.reported_invalid.get(bad.path) != bad.reason:
+                self.log.error(
+                    "invalid_file", guest=bad.name, file=bad.path, line=bad.line, error=bad.reason
+                )
+        for name, paths in desired.duplicates.items():
+            for path in paths:
+                reason = f"duplicate name {name!r}: " + ", ".join(paths)
+                current[path] = reason
+                if self.reported_invalid.get(path) != reason:
+                    self.log.error("duplicate_name", guest=name, file=path, files=list(paths))
+        self.reported_invalid = current
+
+    def _start_create(self, action: CreateAction) -> None:
+        runner = self.runner
+        assert runner is not None
+        self.log.info("create_started", guest=action.name, file=action.path)
+
+        def work() -> None:
+            try:
+                result = runner.create(action.path)
+            except Exception as exc:  # a bug in the adapter must not kill the loop
+                result = CreateResult(ok=False, exit_code=None, stderr_tail=f"internal error: {exc!r}")
+            self.results.put((action, result))
+            self.wake.set()
+
+        thread = threading.Thread(target=work, name=f"create-{action.name}", daemon=True)
+        self.in_flight[action.name] = thread
+        thread.start()
+
+    def _drain_results(self) -> None:
+        while True:
+            try:
+                action, result = self.results.get_nowait()
+            except queue.Empty:
+                return
+            self.in_flight.pop(action.name, None)
+            now = self.clock.time()
+            self.memory, events = planner.record_create(
+                self.memory, action, result, now, self.settings
+            )
+            if result.ok:
+                self.log.info(
+                    "create_ok", guest=action.name, file=action.path, seconds=round(result.duration, 2)
+                )
+            else:
+                self.log.error(
+                    "create_failed",
+                    guest=action.name,
+                    file=action.path,
+                    exit_code=result.exit_code,
+                    timed_out=result.timed_out,
+                    stderr=result.stderr_tail.strip(),
+                    xl_log=xl_log_path(action.name),
+                )
+                self._log_retry(action.name, now)
+            for event in events:
+                self._on_event(event)
+            self.pass_due = True
+            self._save()
+
+    def _log_retry(self, name: str, now: float) -> None:
+        memory = self.memory.guest(name)
+        if memory.next_retry is not None:
+            self.log.info(
+                "retry_scheduled",
+                guest=name,
+                attempts=memory.attempts,
+                delay=round(memory.next_retry - now, 1),
+            )
+
+    def _on_event(self, event: Event) -> None:
+        level, name = EVENT_LOG[event.kind]
+        getattr(self.log, level)(name, guest=event.name, error=event.error)
+        if event.kind == EventKind.DIED_EARLY:
+            self._log_retry(event.name, self.clock.time())
+        if event.kind in NOTIFY_EVENTS:
+            notify_async(
+                self.config.notify_command or (),
+                event.name,
+                event.kind.value,
+                event.error,
+                self.log,
+            )
+
+    def _take_requests(self) -> None:
+        for path, request in control.read_requests(self.config.state_dir):
+            if isinstance(request, control.RequestError):
+                self.log.error("bad_request", error=str(request))
+            else:
+                self.memory = control.apply(self.memory, request, self.clock.time())
+                self.log.info(request.op, guest=request.name, reason=request.reason)
+                self.pass_due = True
+            if self._save() or isinstance(request, control.RequestError):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
+    def _save(self) -> bool:
+        """Persist memory when it changed; True when the state on disk is current."""
+        try:
+            self.store.save(self.memory)
+        except OSError as exc:
+            if not self.save_failed:
+                self.log.error("state_save_failed", state_dir=self.config.state_dir, error=str(exc))
+            self.save_failed = True
+            return False
+        if self.save_failed:
+            self.log.info("state_saved", state_dir=self.config.state_dir)
+        self.save_failed = False
+        return True
+
+    def _write_status(self, now: float) -> None:
+        """Write the status document for `xenreconcile status` when it changed."""
+        if self.last_plan is None:
+            return
+        doc = report.status_document(
+            self.last_plan,
+            now=now,
+            daemon_pid=os.getpid(),
+            toolstack_error=self.toolstack_error,
+            watcher=self.watcher.name if self.watcher else None,
+        )
+        body = json.dumps({k: v for k, v in doc.items() if k != "generated_at"}, sort_keys=True)
+        if body == self.last_status:
+            return
+        path = os.path.join(self.config.state_dir, STATUS_FILE)
+        temp = path + ".tmp"
+        try:
+            with open(temp, "w", encoding="utf-8") as fh:
+                json.dump(doc, fh, indent=1)
+            os.replace(temp, path)
+        except OSError as exc:
+            self.log.debug("status_write_failed", error=str(exc))
+            return
+        self.last_status = body
+
+    # --- watcher and reload -------------------------------------------------------------
+
+    def _start_watcher(self) -> None:
+        if not self.use_watcher:
+            return
+        try:
+            self.watcher = make_watcher(self.config.watch, self.config.guests_dir)
+        except WatchUnavailable as exc:
+            self.log.warning("watch_unavailable", watch=self.config.watch, error=str(exc))
+            self.watcher = make_watcher("poll", self.config.guests_dir)
+        self.log.info("watching", watcher=self.watcher.name, guests_dir=self.config.guests_dir)
+        self.watch_generation += 1
+        generation, watcher = self.watch_generation, self.watcher
+
+        def watch() -> None:
+            while not self.stopping and generation == self.watch_generation:
+                if watcher.wait(1.0) and generation == self.watch_generation:
+                    self.pass_due = True
+                    self.wake.set()
+
+        threading.Thread(target=watch, name="watcher", daemon=True).start()
+
+    def _close_watcher(self) -> None:
+        self.watch_generation += 1
+        if self.watcher is not None:
+            self.watcher.close()
+            self.watcher = None
+
+    def _reload(self) -> None:
+        """Reload the config file; a bad one is logged and the old one kept."""
+        self.reload_wanted = False
+        self.pass_due = True
+        logs.reopen()
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            self.log.error("config_reload_failed", error=str(exc), kept="previous config")
+            return
+        old, self.config = self.config, new
+        if new.state_dir != old.state_dir:
+            self.log.warning("state_dir_unchanged", error="a new state_dir takes a restart")
+            self.config = _with_state_dir(new, old.state_dir)
+        if (new.log_file, new.log_format, new.log_level) != (
+            old.log_file,
+            old.log_format,
+            old.log_level,
+        ):
+            try:
+                logs.configure(new.log_file, new.log_format, new.log_level)
+            except OSError as exc:
+                self.log.error("log_reopen_failed", error=str(exc))
+        self.scanner = self._make_scanner()
+        self.runner = self._make_runner()
+        if (new.watch, new.guests_dir) != (old.watch, old.guests_dir) and self.watcher:
+            self._close_watcher()
+            self._start_watcher()
+        self.log.info("config_reloaded", config=self.config_path)
+
+
+def _with_state_dir(config: Config, state_dir: str) -> Config:
+    """`config` with its state_dir replaced (frozen dataclass)."""
+    from dataclasses import replace
+
+    return replace(config, state_dir=state_dir)

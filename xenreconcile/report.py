@@ -1,0 +1,145 @@
+"""What `status` and `plan` show: one JSON document, and tables for humans.
+
+The JSON shapes are documented in docs/json.md; change both together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from xenreconcile.models import GuestState, GuestStatus, Plan
+
+SCHEMA_VERSION = 1
+# States in which nothing needs the admin: `status` and `run --once` exit 0 only
+# when every guest is in one of them and the toolstack answered.
+SETTLED_STATES = frozenset(
+    {
+        GuestState.RUNNING,
+        GuestState.DRIFT,
+        GuestState.HELD,
+        GuestState.MIGRATED,
+        GuestState.UNMANAGED,
+    }
+)
+
+
+def guest_entry(status: GuestStatus, now: float) -> dict[str, Any]:
+    """One guest of the status document."""
+    next_in = None if status.next_retry is None else max(0.0, round(status.next_retry - now, 1))
+    return {
+        "name": status.name,
+        "state": status.state.value,
+        "files": list(status.paths),
+        "attempts": status.attempts,
+        "next_retry": status.next_retry,
+        "next_retry_in": next_in,
+        "last_error": status.last_error,
+        "detail": status.detail,
+    }
+
+
+def status_document(
+    plan: Plan,
+    *,
+    now: float,
+    daemon_pid: int | None,
+    toolstack_error: str | None,
+    watcher: str | None = None,
+) -> dict[str, Any]:
+    """The `status --json` document for `plan` as seen at `now`."""
+    return {
+        "version": SCHEMA_VERSION,
+        "generated_at": now,
+        "daemon": {"running": daemon_pid is not None, "pid": daemon_pid, "watcher": watcher},
+        "toolstack": {"ok": plan.trusted, "error": toolstack_error},
+        "guests": [guest_entry(s, now) for s in plan.statuses],
+    }
+
+
+def plan_document(plan: Plan, *, now: float, toolstack_error: str | None) -> dict[str, Any]:
+    """The `plan --json` document: the creates the next pass would start, and
+    every guest's status."""
+    return {
+        "version": SCHEMA_VERSION,
+        "generated_at": now,
+        "toolstack": {"ok": plan.trusted, "error": toolstack_error},
+        "creates": [{"name": c.name, "file": c.path} for c in plan.creates],
+        "wake_at": plan.wake_at,
+        "guests": [guest_entry(s, now) for s in plan.statuses],
+    }
+
+
+def humanize_in(seconds: float | None) -> str:
+    """"in 40s", "in 5m", "in 2h", "now", or "-" for None."""
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return "now"
+    if seconds < 120:
+        return f"in {seconds:.0f}s"
+    if seconds < 7200:
+        return f"in {seconds / 60:.0f}m"
+    return f"in {seconds / 3600:.0f}h"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns; the last column is not padded."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = []
+    for row in [headers, *rows]:
+        cells = [c.ljust(w) for c, w in zip(row[:-1], widths[:-1], strict=True)]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    return "\n".join(lines)
+
+
+def status_table(doc: dict[str, Any]) -> str:
+    """The human `status` output for a status document."""
+    rows = []
+    for g in doc["guests"]:
+        error = g["last_error"] or g["detail"] or ""
+        rows.append(
+            [
+                g["name"],
+                g["state"],
+                ", ".join(g["files"]) or "-",
+                str(g["attempts"]),
+                humanize_in(g["next_retry_in"]),
+                error.splitlines()[0] if error else "",
+            ]
+        )
+    headers = ["GUEST", "STATE", "FILE", "ATTEMPTS", "NEXT RETRY", "LAST ERROR"]
+    out = [_table(headers, rows) if rows else "no guests"]
+    daemon = doc["daemon"]
+    if not daemon["running"]:
+        out.append("daemon: not running (states computed now from the files and xl list)")
+    if not doc["toolstack"]["ok"]:
+        out.append(f"toolstack: {doc['toolstack']['error'] or 'not trusted'}: no action taken")
+    return "\n".join(out)
+
+
+def plan_text(doc: dict[str, Any]) -> str:
+    """The human `plan` output for a plan document."""
+    lines = []
+    if not doc["toolstack"]["ok"]:
+        lines.append(f"toolstack error: {doc['toolstack']['error']}: the next pass would do nothing")
+    elif doc["creates"]:
+        lines.extend(f"create {c['name']}  (xl create {c['file']})" for c in doc["creates"])
+    else:
+        lines.append("nothing to create")
+    waiting = [
+        g for g in doc["guests"] if g["state"] not in ("running", "pending", "creating")
+    ]
+    lines.extend(
+        f"{g['state']:<10} {g['name']}"
+        + (f"  ({g['detail'] or g['last_error']})" if g["detail"] or g["last_error"] else "")
+        for g in waiting
+    )
+    return "\n".join(lines)
+
+
+def is_problem(status: GuestStatus) -> bool:
+    """True when `status` is not settled: a guest not running that should, or a
+    file that cannot be used (exit code 1)."""
+    return status.state not in SETTLED_STATES
+
