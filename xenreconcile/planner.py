@@ -1,0 +1,657 @@
+"""The pure planner: desired guests + `xl list` + memory -> what to do now.
+
+`plan` is given one scan of the guests directory, one listing of the toolstack
+(or None when the listing failed), the remembered state, the names with an
+`xl create` in flight, the current time and the settings, and returns a `Plan`:
+the creates to start now, one status per guest, the updated memory, events worth
+logging and the earliest time a pass could decide something new. `record_create`
+folds the end of one create into memory. Nothing here reads the clock, the disk
+or the global random generator: the same input always gives the same output.
+
+Decisions, for a desired guest that is not listed under its own name:
+
+* Never created while held (`hold` or the config's `guests.NAME.hold`), migrating
+  (`NAME--incoming` or `NAME--migratedaway` listed), migrated, in flight, failed
+  (`give_up_after` reached), in backoff (`next_retry` in the future) or inside
+  `missing_grace` after having been seen running in this daemon's life.
+* Order: a guest waits while a desired guest of a lower `order` is still to be
+  created or being created (pending, creating, in grace, or itself waiting).
+  SPEC says a guest waits "until every guest of a lower order is running, held or
+  failed"; we read "failed" as "has had its try": a lower-order guest that is in
+  backoff, migrated, stale, dying, duplicate or invalid does not block the next
+  group, otherwise one guest with a bad disk would keep all later groups down
+  for as long as it keeps failing.
+* Concurrency: in-flight creates plus new creates never exceed `concurrency`;
+  the lowest order goes first, then the name. With `start_delay` > 0 at most one
+  create per pass, and none before `last_create_at + start_delay`.
+
+Failure accounting: a create that fails (see `record_create`) or a guest that
+vanishes within `stable_after` of a successful create counts one failure and
+schedules a retry (`backoff.retry_delay`); a guest listed running `stable_after`
+after its create resets the count. A change of the file's content resets the
+count and is tried at once (also for a failed guest).
+
+Drift is known only for guests this daemon created: `created_hash` is forgotten
+when the guest is seen missing, so a guest somebody else started is never
+reported as drifted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+from .backoff import retry_delay
+from .models import (
+    DOM0_NAME,
+    INCOMING_SUFFIX,
+    MIGRATEDAWAY_SUFFIX,
+    CreateAction,
+    CreateResult,
+    DesiredGuest,
+    DesiredState,
+    Domain,
+    Event,
+    EventKind,
+    GuestMemory,
+    GuestState,
+    GuestStatus,
+    Memory,
+    Plan,
+    PlannerSettings,
+)
+
+# States of a desired guest that keep guests of a higher order waiting.
+BLOCKING_STATES = frozenset(
+    {GuestState.PENDING, GuestState.CREATING, GuestState.GRACE, GuestState.WAITING}
+)
+
+
+# --- one pass ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Pass:
+    """What one trusted pass knows and accumulates while it walks the guests."""
+
+    now: float
+    settings: PlannerSettings
+    in_flight: frozenset[str]
+    listed: dict[str, Domain]
+    events: list[Event] = field(default_factory=list)
+    wakes: list[float] = field(default_factory=list)
+
+    def event(self, kind: EventKind, name: str, error: str | None = None) -> None:
+        """Record a decision worth a log line."""
+        self.events.append(Event(kind, name, error))
+
+    def wake(self, at: float) -> None:
+        """Remember a future time at which this pass's decision would change."""
+        if at > self.now:
+            self.wakes.append(at)
+
+    def migrating(self, name: str) -> bool:
+        """True when a live migration of `name` is listed."""
+        return name + INCOMING_SUFFIX in self.listed or name + MIGRATEDAWAY_SUFFIX in self.listed
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    """The state of one desired guest before ordering and slots are applied;
+    `state` None means it is missing and may be created."""
+
+    guest: DesiredGuest
+    memory: GuestMemory
+    state: GuestState | None
+    detail: str | None = None
+
+
+def plan(  # noqa: PLR0917 - the positional API the daemon and CLI share
+    desired: DesiredState,
+    listing: Sequence[Domain] | None,
+    memory: Memory,
+    in_flight: Collection[str],
+    now: float,
+    settings: PlannerSettings,
+) -> Plan:
+    """Given the desired state, the toolstack listing (None: failed or not trusted),
+    the memory, the names being created, the time and the settings, return the Plan
+    of this pass. Without a trusted listing nothing is created and memory is kept."""
+    flying = frozenset(in_flight)
+    if listing is None:
+        return _untrusted_plan(desired, memory, flying, settings)
+    listed = {d.name: d for d in listing if d.name != DOM0_NAME}
+    if desired.error is not None:
+        return _unusable_dir_plan(desired.error, listed, memory)
+    ctx = _Pass(now=now, settings=settings, in_flight=flying, listed=listed)
+    guests = _managed_guests(desired)
+    verdicts = [_judge(g, _observe(g, memory.guest(g.name), ctx), ctx) for g in guests]
+    creates, statuses = _schedule(verdicts, memory, ctx)
+    updated = dict(memory.guests)
+    updated.update({v.guest.name: v.memory for v in verdicts})
+    statuses += _side_statuses(desired, updated, listed)
+    new_memory = Memory(
+        guests=_pruned(updated, desired, listed, flying),
+        last_create_at=now if creates else memory.last_create_at,
+        boot_time=memory.boot_time,
+    )
+    return Plan(
+        creates=tuple(creates),
+        statuses=_sorted(statuses),
+        memory=new_memory,
+        events=tuple(ctx.events),
+        wake_at=min(ctx.wakes, default=None),
+    )
+
+
+def _managed_guests(desired: DesiredState) -> list[DesiredGuest]:
+    """The valid guests the planner acts on, sorted by name. A name that is also
+    a duplicate is left out (the duplicate wins), and so is `Domain-0` (shown invalid)."""
+    managed = (
+        g for g in desired.guests if g.name not in desired.duplicates and g.name != DOM0_NAME
+    )
+    return sorted(managed, key=lambda g: g.name)
+
+
+# --- observing the listing: memory updates ----------------------------------------------
+
+
+def _observe(guest: DesiredGuest, gm: GuestMemory, ctx: _Pass) -> GuestMemory:
+    """Given a desired guest and its memory, return the memory updated with what
+    this trusted listing shows (file change, migration, running, vanished)."""
+    if gm.cfg_hash is not None and gm.cfg_hash != guest.cfg_hash:
+        gm = replace(gm, attempts=0, next_retry=None, last_error=None, created_at=None)
+        ctx.event(EventKind.FILE_CHANGED, guest.name)
+    gm = replace(gm, cfg_hash=guest.cfg_hash)
+    domain = ctx.listed.get(guest.name)
+    gm = _observe_migration(guest.name, gm, domain, ctx)
+    if domain is not None:
+        return _observe_listed(guest.name, gm, domain, ctx)
+    return _observe_missing(guest.name, gm, ctx)
+
+
+def _observe_migration(
+    name: str, gm: GuestMemory, domain: Domain | None, ctx: _Pass
+) -> GuestMemory:
+    """Track `NAME--migratedaway`: seen, then gone with no NAME => migrated; a
+    migrated guest seen running here again is back."""
+    if gm.migrated and domain is not None and _is_running(domain):
+        gm = replace(gm, migrated=False)
+        ctx.event(EventKind.RETURNED, name)
+    if name + MIGRATEDAWAY_SUFFIX in ctx.listed:
+        return replace(gm, migrating_away=True)
+    if not gm.migrating_away:
+        return gm
+    gm = replace(gm, migrating_away=False)
+    if domain is None:
+        gm = replace(gm, migrated=True)
+        ctx.event(EventKind.MIGRATED, name)
+    return gm
+
+
+def _observe_listed(name: str, gm: GuestMemory, domain: Domain, ctx: _Pass) -> GuestMemory:
+    """A listed guest: seen, not missing; a create that stayed up `stable_after`
+    resets the failure count."""
+    gm = replace(gm, seen_running=True, missing_since=None)
+    if gm.created_at is None or not _is_running(domain):
+        return gm
+    stable_at = gm.created_at + ctx.settings.stable_after
+    if ctx.now < stable_at:
+        ctx.wake(stable_at)
+        return gm
+    if gm.attempts > 0:
+        ctx.event(EventKind.RECOVERED, name)
+    return replace(gm, attempts=0, next_retry=None, created_at=None)
+
+
+def _observe_missing(name: str, gm: GuestMemory, ctx: _Pass) -> GuestMemory:
+    """A guest not listed under its name: start the grace period if it had been
+    seen running, and count a failure if it died within `stable_after` of its create."""
+    if ctx.migrating(name) or gm.migrated:
+        return replace(gm, created_at=None, created_hash=None)
+    gm = replace(gm, created_hash=None)
+    if gm.seen_running and gm.missing_since is None:
+        gm = replace(gm, missing_since=ctx.now)
+        ctx.event(EventKind.VANISHED, name)
+    if gm.created_at is None:
+        return gm
+    age = ctx.now - gm.created_at
+    gm = replace(gm, created_at=None)
+    if age >= ctx.settings.stable_after or _is_held(name, gm, ctx.settings):
+        return gm
+    error = f"died {age:.0f}s after create"
+    ctx.event(EventKind.DIED_EARLY, name, error)
+    gm, events = _count_failure(name, gm, error, had_run=True, now=ctx.now, settings=ctx.settings)
+    ctx.events.extend(events)
+    return gm
+
+
+def _count_failure(
+    name: str, gm: GuestMemory, error: str, *, had_run: bool, now: float, settings: PlannerSettings
+) -> tuple[GuestMemory, list[Event]]:
+    """Given a guest's memory and the reason of a failure, return the memory with
+    one more failure and its retry scheduled, and the FAILING / GAVE_UP events."""
+    attempts = gm.attempts + 1
+    events: list[Event] = []
+    if gm.attempts == 0 and had_run:
+        events.append(Event(EventKind.FAILING, name, error))
+    give_up_after = settings.backoff.give_up_after
+    next_retry: float | None = now + retry_delay(name, attempts, settings.backoff)
+    if give_up_after > 0 and attempts >= give_up_after:
+        next_retry = None
+        if gm.attempts < give_up_after:
+            events.append(Event(EventKind.GAVE_UP, name, error))
+    return replace(gm, attempts=attempts, last_error=error, next_retry=next_retry), events
+
+
+# --- judging: the state of each desired guest --------------------------------------------
+
+
+def _judge(guest: DesiredGuest, gm: GuestMemory, ctx: _Pass) -> _Verdict:
+    """Given a desired guest and its updated memory, return its state, or a
+    verdict with state None when it is missing and may be created now."""
+    name = guest.name
+    domain = ctx.listed.get(name)
+    running = _running_detail(domain)
+    if name in ctx.in_flight:
+        return _Verdict(guest, gm, GuestState.CREATING, _join("xl create in flight", running))
+    if _is_held(name, gm, ctx.settings):
+        reason = gm.hold_reason if gm.held else "held by the config"
+        return _Verdict(guest, gm, GuestState.HELD, _join(reason or "held", running))
+    if domain is not None:
+        return _listed_verdict(guest, gm, domain)
+    if ctx.migrating(name):
+        return _Verdict(guest, gm, GuestState.MIGRATING, "live migration in progress")
+    if gm.migrated:
+        return _Verdict(guest, gm, GuestState.MIGRATED, "left by live migration; release to start")
+    if _is_failed(gm, ctx.settings):
+        detail = f"gave up after {gm.attempts} failures; retry or change the file"
+        return _Verdict(guest, gm, GuestState.FAILED, detail)
+    if gm.next_retry is not None and gm.next_retry > ctx.now:
+        ctx.wake(gm.next_retry)
+        return _Verdict(
+            guest, gm, GuestState.BACKOFF, f"next try in {gm.next_retry - ctx.now:.0f}s"
+        )
+    if gm.missing_since is not None:
+        grace_end = gm.missing_since + ctx.settings.missing_grace
+        if ctx.now < grace_end:
+            ctx.wake(grace_end)
+            return _Verdict(guest, gm, GuestState.GRACE, "missing; within missing_grace")
+    return _Verdict(guest, gm, None)
+
+
+def _listed_verdict(guest: DesiredGuest, gm: GuestMemory, domain: Domain) -> _Verdict:
+    """The state of a desired guest listed under its own name."""
+    if domain.dying:
+        return _Verdict(guest, gm, GuestState.DYING, f"dying ({domain.state}); waiting")
+    if domain.stale:
+        detail = f"crashed or shut down and preserved ({domain.state}); not touched"
+        return _Verdict(guest, gm, GuestState.STALE, detail)
+    if gm.created_hash is not None and gm.created_hash != guest.cfg_hash:
+        detail = "file changed since the guest was created; restart it to apply"
+        return _Verdict(guest, gm, GuestState.DRIFT, detail)
+    return _Verdict(guest, gm, GuestState.RUNNING, f"domid {domain.domid}")
+
+
+def _is_running(domain: Domain) -> bool:
+    """True for a listed domain that is neither dying nor stale."""
+    return not domain.dying and not domain.stale
+
+
+def _is_held(name: str, gm: GuestMemory, settings: PlannerSettings) -> bool:
+    """True when the admin or the config holds `name`."""
+    return gm.held or settings.override(name).hold
+
+
+def _is_failed(gm: GuestMemory, settings: PlannerSettings) -> bool:
+    """True when the guest reached `give_up_after` consecutive failures."""
+    give_up_after = settings.backoff.give_up_after
+    return give_up_after > 0 and gm.attempts >= give_up_after
+
+
+def _running_detail(domain: Domain | None) -> str | None:
+    """A note for a guest whose state hides that it is listed, or None."""
+    if domain is None:
+        return None
+    return f"listed as {domain.state} (domid {domain.domid})"
+
+
+def _join(*parts: str | None) -> str:
+    """The non-empty parts joined with '; '."""
+    return "; ".join(p for p in parts if p)
+
+
+# --- scheduling: order, concurrency, start_delay -----------------------------------------
+
+
+def _schedule(
+    verdicts: Sequence[_Verdict], memory: Memory, ctx: _Pass
+) -> tuple[list[CreateAction], list[GuestStatus]]:
+    """Given the verdicts of all desired guests, return the creates to start now
+    and a status for every one of them."""
+    settings = ctx.settings
+    order = {v.guest.name: settings.override(v.guest.name).order for v in verdicts}
+    candidates = sorted(
+        (v for v in verdicts if v.state is None), key=lambda v: (order[v.guest.name], v.guest.name)
+    )
+    blocking = [order[v.guest.name] for v in verdicts if v.state in BLOCKING_STATES]
+    first_order = min(blocking + [order[v.guest.name] for v in candidates], default=0)
+    free = max(0, settings.concurrency - len(ctx.in_flight))
+    allowed = _start_delay_allowance(free, memory, ctx)
+
+    creates: list[CreateAction] = []
+    statuses = [_status(v, v.state, v.detail) for v in verdicts if v.state is not None]
+    eligible = [v for v in candidates if order[v.guest.name] == first_order]
+    for index, v in enumerate(eligible):
+        if index < allowed:
+            creates.append(CreateAction(v.guest.name, v.guest.path, v.guest.cfg_hash))
+            statuses.append(_status(v, GuestState.PENDING, "create started"))
+        elif index < free:
+            ready_at = (ctx.now if creates else memory.last_create_at or ctx.now) + (
+                settings.start_delay
+            )
+            ctx.wake(ready_at)
+            statuses.append(_status(v, GuestState.WAITING, "start_delay between creates"))
+        else:
+            statuses.append(_status(v, GuestState.PENDING, "waits for a free create slot"))
+    first = sorted(
+        v.guest.name
+        for v in verdicts
+        if order[v.guest.name] == first_order and (v.state is None or v.state in BLOCKING_STATES)
+    )
+    for v in candidates[len(eligible) :]:
+        detail = f"waits for order {first_order}: {', '.join(first)}"
+        statuses.append(_status(v, GuestState.WAITING, detail))
+    return creates, statuses
+
+
+def _start_delay_allowance(free: int, memory: Memory, ctx: _Pass) -> int:
+    """How many creates this pass may start given `free` slots and `start_delay`:
+    at most one per pass, none before `last_create_at + start_delay`."""
+    delay = ctx.settings.start_delay
+    if delay <= 0:
+        return free
+    last = memory.last_create_at
+    # A last create "in the future" means the clock went back: do not wait for it.
+    if last is not None and last <= ctx.now < last + delay:
+        return 0
+    return min(free, 1)
+
+
+def _status(v: _Verdict, state: GuestState, detail: str | None) -> GuestStatus:
+    """The status row of a desired guest."""
+    gm = v.memory
+    return GuestStatus(
+        name=v.guest.name,
+        state=state,
+        paths=(v.guest.path,),
+        attempts=gm.attempts,
+        next_retry=gm.next_retry,
+        last_error=gm.last_error,
+        detail=detail,
+    )
+
+
+# --- everything that is not a valid desired guest ----------------------------------------
+
+
+def _side_statuses(
+    desired: DesiredState, guests: dict[str, GuestMemory], listed: dict[str, Domain] | None
+) -> list[GuestStatus]:
+    """Statuses of duplicate names, invalid files, unmanaged domains (when the
+    listing is trusted) and held or migrated names that have no file."""
+    statuses = _duplicate_statuses(desired, guests, listed) + _invalid_statuses(
+        desired, guests, listed
+    )
+    with_file = _names_with_file(desired)
+    if listed is not None:
+        statuses += _unmanaged_statuses(with_file, guests, listed)
+    shown = with_file | set(listed or ())
+    statuses += _fileless_statuses(guests, shown)
+    return statuses
+
+
+def _duplicate_statuses(
+    desired: DesiredState, guests: dict[str, GuestMemory], listed: dict[str, Domain] | None
+) -> list[GuestStatus]:
+    """One DUPLICATE row per name carried by several files."""
+    rows = []
+    for name, paths in desired.duplicates.items():
+        gm = guests.get(name, GuestMemory())
+        detail = f"{len(paths)} files carry this name; none is acted on"
+        rows.append(
+            GuestStatus(
+                name=name,
+                state=GuestState.DUPLICATE,
+                paths=tuple(sorted(paths)),
+                attempts=gm.attempts,
+                next_retry=gm.next_retry,
+                last_error=gm.last_error,
+                detail=_join(detail, _running_detail((listed or {}).get(name))),
+            )
+        )
+    return rows
+
+
+def _invalid_statuses(
+    desired: DesiredState, guests: dict[str, GuestMemory], listed: dict[str, Domain] | None
+) -> list[GuestStatus]:
+    """One INVALID row per invalid file not already shown as a duplicate."""
+    rows = [
+        GuestStatus(
+            name=g.name,
+            state=GuestState.INVALID,
+            paths=(g.path,),
+            detail=f"the name {DOM0_NAME} is reserved for Dom0",
+        )
+        for g in desired.guests
+        if g.name == DOM0_NAME
+    ]
+    for bad in desired.invalid:
+        if bad.name is not None and bad.path in desired.duplicates.get(bad.name, ()):
+            continue
+        where = f"line {bad.line}" if bad.line is not None else None
+        if where is not None and bad.column is not None:
+            where += f", column {bad.column}"
+        reason = f"{where}: {bad.reason}" if where else bad.reason
+        running = _running_detail((listed or {}).get(bad.name)) if bad.name else None
+        gm = guests.get(bad.name, GuestMemory()) if bad.name else GuestMemory()
+        rows.append(
+            GuestStatus(
+                name=bad.name or bad.path,
+                state=GuestState.INVALID,
+                paths=(bad.path,),
+                attempts=gm.attempts,
+                last_error=gm.last_error,
+                detail=_join(reason, running),
+            )
+        )
+    return rows
+
+
+def _unmanaged_statuses(
+    with_file: set[str], guests: dict[str, GuestMemory], listed: dict[str, Domain]
+) -> list[GuestStatus]:
+    """One UNMANAGED row per listed domain that has no file (a migration name of a
+    guest with a file is not unmanaged)."""
+    rows = []
+    for name, domain in listed.items():
+        if name in with_file or _migration_base(name) in with_file:
+            continue
+        gm = guests.get(name, GuestMemory())
+        detail = _join(f"no cfg file; {domain.state} (domid {domain.domid})", _mark(gm))
+        rows.append(GuestStatus(name=name, state=GuestState.UNMANAGED, detail=detail))
+    return rows
+
+
+def _fileless_statuses(guests: dict[str, GuestMemory], shown: set[str]) -> list[GuestStatus]:
+    """HELD or MIGRATED rows for remembered names with no file and no domain."""
+    rows = []
+    for name, gm in guests.items():
+        if name in shown or not (gm.held or gm.migrated):
+            continue
+        state = GuestState.HELD if gm.held else GuestState.MIGRATED
+        rows.append(GuestStatus(name=name, state=state, detail=_join("no cfg file", _mark(gm))))
+    return rows
+
+
+def _mark(gm: GuestMemory) -> str | None:
+    """A note on a hold or a migrated mark kept for a name, or None."""
+    if gm.held:
+        return _join("held", gm.hold_reason)
+    if gm.migrated:
+        return "migrated"
+    return None
+
+
+def _names_with_file(desired: DesiredState) -> set[str]:
+    """Every guest name some file in the directory carries (valid, duplicate or
+    invalid with a readable name)."""
+    names = {g.name for g in desired.guests} | set(desired.duplicates)
+    return names | {bad.name for bad in desired.invalid if bad.name is not None}
+
+
+def _migration_base(name: str) -> str | None:
+    """`X` for `X--incoming` or `X--migratedaway`, else None."""
+    for suffix in (INCOMING_SUFFIX, MIGRATEDAWAY_SUFFIX):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
+def _pruned(
+    guests: dict[str, GuestMemory],
+    desired: DesiredState,
+    listed: dict[str, Domain],
+    in_flight: frozenset[str],
+) -> dict[str, GuestMemory]:
+    """The per-guest memory worth keeping: everything about names with a file, a
+    domain or a create in flight; only the hold and migrated mark of other names."""
+    keep = _names_with_file(desired) | set(listed) | in_flight
+    kept: dict[str, GuestMemory] = {}
+    for name, gm in sorted(guests.items()):
+        if name in keep:
+            kept[name] = gm
+        elif gm.held or gm.migrated:
+            kept[name] = GuestMemory(held=gm.held, hold_reason=gm.hold_reason, migrated=gm.migrated)
+    return kept
+
+
+def _sorted(statuses: Iterable[GuestStatus]) -> tuple[GuestStatus, ...]:
+    """Statuses sorted by name (then file, for invalid files sharing a name)."""
+    return tuple(sorted(statuses, key=lambda s: (s.name, s.paths)))
+
+
+# --- passes without a trusted listing or without a usable directory ---------------------
+
+
+def _untrusted_plan(
+    desired: DesiredState, memory: Memory, in_flight: frozenset[str], settings: PlannerSettings
+) -> Plan:
+    """The listing failed: no creates, memory unchanged, desired guests UNKNOWN
+    (held ones HELD: that does not depend on the listing)."""
+    statuses: list[GuestStatus] = []
+    for guest in _managed_guests(desired):
+        gm = memory.guest(guest.name)
+        verdict = _Verdict(guest, gm, None)
+        if _is_held(guest.name, gm, settings):
+            statuses.append(_status(verdict, GuestState.HELD, gm.hold_reason or "held"))
+        elif guest.name in in_flight:
+            statuses.append(_status(verdict, GuestState.CREATING, "xl create in flight"))
+        else:
+            statuses.append(_status(verdict, GuestState.UNKNOWN, "toolstack listing failed"))
+    statuses += _side_statuses(desired, memory.guests, None)
+    return Plan(creates=(), statuses=_sorted(statuses), memory=memory, trusted=False)
+
+
+def _unusable_dir_plan(error: str, listed: dict[str, Domain], memory: Memory) -> Plan:
+    """The guests directory cannot be used: nothing desired, nothing created,
+    memory unchanged (a passing problem must not wipe backoff or holds); every
+    listed domain is shown as unmanaged with the reason."""
+    statuses = [
+        GuestStatus(
+            name=name,
+            state=GuestState.UNMANAGED,
+            detail=f"guests directory unusable: {error}; {domain.state} (domid {domain.domid})",
+        )
+        for name, domain in listed.items()
+    ]
+    statuses += _fileless_statuses(memory.guests, set(listed))
+    return Plan(creates=(), statuses=_sorted(statuses), memory=memory)
+
+
+# --- folding results and admin requests into memory --------------------------------------
+
+
+def record_create(
+    memory: Memory,
+    action: CreateAction,
+    result: CreateResult,
+    now: float,
+    settings: PlannerSettings,
+) -> tuple[Memory, tuple[Event, ...]]:
+    """Given the memory, a create and how it ended at `now`, return the memory with
+    the result folded in and the FAILING / GAVE_UP events it caused. A failure of
+    content the file no longer has only records the error: the new content is
+    tried at once."""
+    gm = memory.guest(action.name)
+    if result.ok:
+        gm = replace(gm, created_at=now, created_hash=action.cfg_hash, next_retry=None)
+        return _with_guest(memory, action.name, gm), ()
+    if gm.cfg_hash is not None and gm.cfg_hash != action.cfg_hash:
+        return _with_guest(memory, action.name, replace(gm, last_error=result.error)), ()
+    had_run = gm.seen_running or gm.created_at is not None
+    gm, events = _count_failure(
+        action.name, gm, result.error, had_run=had_run, now=now, settings=settings
+    )
+    return _with_guest(memory, action.name, gm), tuple(events)
+
+
+def hold(memory: Memory, name: str, reason: str | None, now: float) -> Memory:
+    """Given the memory, a guest name, a reason and the time, return the memory
+    with the guest held (never created until released). `now` is part of the
+    uniform admin API; GuestMemory has no field for when a hold began."""
+    del now
+    gm = replace(memory.guest(name), held=True, hold_reason=reason)
+    return _with_guest(memory, name, gm)
+
+
+def release(memory: Memory, name: str) -> Memory:
+    """Return the memory with the hold and the migrated mark of `name` cleared."""
+    gm = replace(memory.guest(name), held=False, hold_reason=None, migrated=False)
+    return _with_guest(memory, name, gm)
+
+
+def retry(memory: Memory, name: str) -> Memory:
+    """Return the memory with the failure count and backoff of `name` cleared, so
+    that the next pass creates it at once (also when it had given up)."""
+    gm = replace(memory.guest(name), attempts=0, next_retry=None)
+    return _with_guest(memory, name, gm)
+
+
+def new_boot(memory: Memory, boot_time: float) -> Memory:
+    """Given the memory and the current Dom0 boot time, return the memory of a new
+    boot: counters, backoff, create times and sightings cleared; holds and
+    migrated marks kept. A guest that was migrating away when Dom0 went down may
+    run on the other host now, so it is marked migrated (not created until released)."""
+    guests: dict[str, GuestMemory] = {}
+    for name, gm in sorted(memory.guests.items()):
+        migrated = gm.migrated or gm.migrating_away
+        if gm.held or migrated:
+            guests[name] = GuestMemory(held=gm.held, hold_reason=gm.hold_reason, migrated=migrated)
+    return Memory(guests=guests, last_create_at=None, boot_time=boot_time)
+
+
+def forget_runtime(memory: Memory) -> Memory:
+    """Return the memory as a freshly started daemon must see it: no guest has been
+    seen running in this daemon's life yet, so none is inside a grace period."""
+    guests = {
+        name: replace(gm, seen_running=False, missing_since=None)
+        for name, gm in memory.guests.items()
+    }
+    return replace(memory, guests=guests)
+
+
+def _with_guest(memory: Memory, name: str, gm: GuestMemory) -> Memory:
+    """The memory with the entry of `name` replaced."""
+    return replace(memory, guests={**memory.guests, name: gm})
