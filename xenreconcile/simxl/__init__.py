@@ -1,0 +1,61 @@
+"""simxl: a stateful stand-in for xl 4.17, run as a program, with faults on demand.
+
+Run it as `python -m xenreconcile.simxl [--state DIR] SUBCOMMAND ...` (the state
+directory comes from `--state` or the environment variable `SIMXL_STATE`), or
+through the shell wrapper `SimXl.write_wrapper()` writes. Subcommands, with
+xl 4.17's output, error texts and exit codes:
+
+    list                          the plain table (header with its TABs, %-40s %5d ... columns)
+    create [-q] FILE [KEY=VALUE]  "Parsing config from FILE" on stderr (not with -q);
+                                  rc 3 "Failed to read config file: FILE: <strerror>";
+                                  rc 1 "FILE:N: config parsing error near ..." for a line that is
+                                  not a setting, comment, blank line or list continuation;
+                                  rc 1 "Domain name must be specified." without `name`;
+                                  rc 3 and libxl's "already exists" block for a listed name.
+                                  On success a monitor process stays behind (see below).
+    destroy NAME|ID               rc 1 "NAME is an invalid domain identifier (rc=-6)", or
+                                  libxl's block and "destroy failed (rc=-21)" for an unknown id
+    domid NAME                    the id, or rc 1 "Can't get domid of domain name 'NAME', ..."
+
+Only the guest's `name`, `memory`, `vcpus` and `kernel` are read from the cfg.
+
+The monitor: like real xl, a successful create forks a process in its own
+session that lives while the domain exists. It exits when the domain is gone,
+when the state directory is removed, or after $SIMXL_MONITOR_LIFETIME seconds
+(default 3600). By default it keeps xl's inherited stdout/stderr open (the hard
+case for whoever reads xl's output); real xl redirects them to
+/var/log/xen/xl-NAME.log, which the knob `monitor_fds: "log"` imitates.
+
+Fault knobs live in `STATE/faults.json` and are read by every invocation, so
+they can change while a daemon runs (`SimXl.set_faults(**knobs)` merges them).
+A knob marked (per guest) takes a plain value for every guest, or a dict
+{guest name: value, "*": value for the others}.
+
+    create_fail              (per guest) "kernel" (rc 3, kernel image missing, libxl's texts)
+                             or "parse" (rc 1, config parsing error); true means "kernel"
+    create_fail_probability  0..1: each create fails with this chance, decided by
+    seed, create_fail_kind   random.Random(f"{seed}:{create number}"): reproducible
+    create_delay             (per guest) seconds a create takes before the domain appears
+    create_hang              (per guest) true: the create never finishes (until killed)
+    list_fail                true (xl's "cannot init xl context" texts) or a text: rc 1
+    list_garbage             true: `list` prints a truncated, unparseable table, rc 0
+    list_hang                true: `list` never finishes
+    ignore_sigterm           true: a hanging list/create ignores SIGTERM (needs SIGKILL)
+    die_after                (per guest) seconds after a successful create the guest dies
+    die_mode                 (per guest) "vanish" (default: gone from the list) or "crash"
+                             (stays listed as ---sc-, crashed and preserved)
+    dying_for                (per guest) seconds a destroyed/vanishing guest stays listed as
+                             dying (-----d, Mem 0) before it is gone
+    monitor_fds              "keep" (default) or "log", see above
+
+State changes from Python (`SimXl`): `add_domain`, `destroy`, `crash`,
+`set_state`, `reboot` (every guest gone, ids restart at 1, a new
+`STATE/boottime`), `migrate_away` (NAME -> NAME--migratedaway, then gone),
+`migrate_in` (NAME--incoming, then NAME), `failed_localhost_migration` (NAME
+stays, NAME--incoming exists for a while, as in the samples). Every invocation
+is logged to `STATE/calls.jsonl` (`SimXl.calls()`, `SimXl.creates(name)`).
+"""
+
+from xenreconcile.simxl.api import SimDomain, SimXl
+
+__all__ = ["SimDomain", "SimXl"]

@@ -1,0 +1,234 @@
+"""`SimXl`: set up and inspect a simulated toolstack from Python, no subprocess needed."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import xenreconcile
+from xenreconcile.simxl import store
+
+
+@dataclass(frozen=True, slots=True)
+class SimDomain:
+    """One simulated domain as `xl list` would show it, plus its monitor's pid."""
+
+    name: str
+    domid: int
+    mem: int
+    vcpus: int
+    state: str
+    monitor_pid: int | None = None
+
+
+class SimXl:
+    """A simulated xl 4.17 whose state lives in `state_dir`."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = Path(state_dir).absolute()
+        store.ensure_state_dir(self.state_dir)
+        self.command: list[str] = [
+            sys.executable,
+            "-m",
+            "xenreconcile.simxl",
+            "--state",
+            str(self.state_dir),
+        ]
+
+    # --- running it -----------------------------------------------------------------------
+
+    def env(self) -> dict[str, str]:
+        """Environment additions for running the simulated xl by hand."""
+        source_root = str(Path(xenreconcile.__file__).resolve().parent.parent)
+        path = os.environ.get("PYTHONPATH")
+        return {
+            store.STATE_ENV: str(self.state_dir),
+            "PYTHONPATH": source_root if not path else f"{source_root}{os.pathsep}{path}",
+        }
+
+    def write_wrapper(self, path: Path) -> Path:
+        """Write an executable `xl` shell script running this simulated xl; returns `path`."""
+        env = self.env()
+        script = (
+            "#!/bin/sh\n"
+            "# Simulated xl (xenreconcile.simxl); no Xen needed.\n"
+            f"SIMXL_STATE={shlex.quote(env[store.STATE_ENV])}\n"
+            f"PYTHONPATH={shlex.quote(env['PYTHONPATH'])}\n"
+            "export SIMXL_STATE PYTHONPATH\n"
+            f'exec {shlex.quote(sys.executable)} -m xenreconcile.simxl "$@"\n'
+        )
+        path = Path(path)
+        path.write_text(script, encoding="utf-8")
+        path.chmod(0o755)
+        return path
+
+    # --- the domains ----------------------------------------------------------------------
+
+    def domains(self) -> list[SimDomain]:
+        """Every domain, Domain-0 first, then by id (as `xl list` orders them)."""
+        state = store.read_state(self.state_dir)
+        guests = sorted(state["domains"], key=lambda d: d["domid"])
+        dom0 = SimDomain(name="Domain-0", domid=0, mem=1024, vcpus=2, state="r-----")
+        return [dom0] + [
+            SimDomain(
+                name=d["name"],
+                domid=d["domid"],
+                mem=d["mem"],
+                vcpus=d["vcpus"],
+                state=d["state"],
+                monitor_pid=d.get("monitor_pid"),
+            )
+            for d in guests
+        ]
+
+    def names(self) -> list[str]:
+        """The names of the guests (not Domain-0), by id."""
+        return [d.name for d in self.domains()[1:]]
+
+    def add_domain(self, name: str, state: str = store.RUNNING_STATE, **timers: float) -> int:
+        """Make `name` exist (no create logged, no monitor); returns its id.
+        `gone_after=N` makes it disappear N seconds from now."""
+        with self._transaction() as st:
+            if store.find(st, name) is not None:
+                raise ValueError(f"domain {name!r} already exists")
+            domid = st["next_domid"]
+            st["next_domid"] = domid + 1
+            gone_after = timers.get("gone_after")
+            st["domains"].append(
+                {
+                    "uuid": str(uuid.uuid4()),
+                    "name": name,
+                    "domid": domid,
+                    "mem": 128,
+                    "vcpus": 1,
+                    "state": state,
+                    "created": time.time(),
+                    "gone_at": None if gone_after is None else time.time() + gone_after,
+                    "monitor_pid": None,
+                }
+            )
+        return int(domid)
+
+    def destroy(self, name: str) -> None:
+        """Make `name` disappear at once (its monitor exits soon after)."""
+        with self._transaction() as st:
+            st["domains"] = [d for d in st["domains"] if d["name"] != name]
+
+    def crash(self, name: str) -> None:
+        """Make `name` crashed and preserved (state ---sc-)."""
+        with self._transaction() as st:
+            self._require(st, name)["state"] = store.CRASHED_STATE
+
+    def set_state(self, name: str, state: str) -> None:
+        """Set the 6-letter state of `name`, e.g. "-----d" for dying."""
+        with self._transaction() as st:
+            self._require(st, name)["state"] = state
+
+    def reboot(self) -> None:
+        """A Dom0 reboot: every guest gone, domain ids restart at 1, new boot time."""
+        with self._transaction() as st:
+            st.clear()
+            st.update(store.fresh_state())
+            boot = max(time.time(), store.boot_time(self.state_dir) + 0.001)
+            store.write_atomic(self.state_dir / "boottime", f"{boot:.3f}\n")
+
+    def boot_time(self) -> float:
+        """The simulated Dom0 boot time (epoch seconds), also in `state_dir/boottime`."""
+        return store.boot_time(self.state_dir)
+
+    # --- migrations -----------------------------------------------------------------------
+
+    def migrate_away(self, name: str, seconds: float = 1.0) -> None:
+        """`xl migrate` to another host: `name` becomes `name--migratedaway`,
+        gone `seconds` later."""
+        with self._transaction() as st:
+            dom = self._require(st, name)
+            dom["name"] = f"{name}--migratedaway"
+            dom["gone_at"] = time.time() + seconds
+
+    def migrate_in(self, name: str, seconds: float = 1.0) -> None:
+        """An incoming migration: `name--incoming` exists, renamed to `name` after `seconds`."""
+        self.add_domain(f"{name}--incoming", state="--p---")
+        with self._transaction() as st:
+            dom = self._require(st, f"{name}--incoming")
+            dom["gone_at"] = time.time() + seconds
+            dom["become"] = name
+
+    def failed_localhost_migration(self, name: str, seconds: float = 1.0) -> None:
+        """The failed `xl migrate NAME localhost` of the samples: `name` stays, and
+        `name--incoming` exists for `seconds`, then is gone."""
+        self._require(store.read_state(self.state_dir), name)
+        self.add_domain(f"{name}--incoming", state="--p---", gone_after=seconds)
+
+    # --- faults and the call log ----------------------------------------------------------
+
+    def set_faults(self, **faults: Any) -> None:
+        """Merge fault knobs into faults.json (a value of None removes a knob)."""
+        current = store.read_faults(self.state_dir)
+        current.update(faults)
+        store.write_faults(self.state_dir, {k: v for k, v in current.items() if v is not None})
+
+    def clear_faults(self) -> None:
+        """Remove every fault knob."""
+        store.write_faults(self.state_dir, {})
+
+    def faults(self) -> dict[str, Any]:
+        """The current fault knobs."""
+        return store.read_faults(self.state_dir)
+
+    def calls(self) -> list[dict[str, Any]]:
+        """Every invocation: time, argv, pid, rc (None while running or if killed), name."""
+        return store.read_calls(self.state_dir)
+
+    def creates(self, name: str | None = None) -> list[dict[str, Any]]:
+        """The `create` invocations, optionally only those for guest `name`."""
+        return [
+            c
+            for c in self.calls()
+            if c["argv"][:1] == ["create"] and (name is None or c.get("name") == name)
+        ]
+
+    # --- cleanup --------------------------------------------------------------------------
+
+    def kill_monitors(self) -> list[int]:
+        """SIGKILL the monitor processes of the listed domains; returns their pids."""
+        killed = []
+        for dom in self.domains():
+            if dom.monitor_pid and _is_simxl_process(dom.monitor_pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(dom.monitor_pid, signal.SIGKILL)
+                    killed.append(dom.monitor_pid)
+        return killed
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _transaction(self) -> contextlib.AbstractContextManager[store.State]:
+        """The locked state (see store.transaction)."""
+        return store.transaction(self.state_dir)
+
+    @staticmethod
+    def _require(state: store.State, name: str) -> dict[str, Any]:
+        """The domain called `name`; KeyError if absent."""
+        dom = store.find(state, name)
+        if dom is None:
+            raise KeyError(f"no domain {name!r}")
+        return dom
+
+
+def _is_simxl_process(pid: int) -> bool:
+    """True if `pid` runs the simulated xl (checked via /proc where there is one)."""
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if not Path("/proc/self").exists():
+        return True
+    try:
+        return b"xenreconcile.simxl" in cmdline.read_bytes()
+    except OSError:
+        return False

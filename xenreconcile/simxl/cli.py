@@ -1,0 +1,388 @@
+"""`python -m xenreconcile.simxl [--state DIR] SUBCOMMAND ...`: the simulated xl.
+
+Output, error texts and exit codes follow xl 4.17 (see the samples in the
+tests). Every invocation is logged to calls.jsonl in the state directory.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from xenreconcile.simxl import monitor, store
+
+HEADER = "Name                                        ID   Mem VCPUs\tState\tTime(s)"
+DEFAULT_LIST_ERROR = (
+    "xencall: error: Could not obtain handle on privileged command interface: "
+    "No such file or directory\n"
+    "libxl: error: libxl.c:102:libxl_ctx_alloc: cannot open libxc handle: "
+    "No such file or directory\n"
+    "cannot init xl context\n"
+)
+GARBAGE_LISTING = "Name ID Mem\nDomain-0 0 1024 2 r----- ?\n<truncated>\n"
+
+_NAME = re.compile(r"""^[ \t]*name[ \t]*=[ \t]*(?:"([^"\n]*)"|'([^'\n]*)')""", re.MULTILINE)
+_KERNEL = re.compile(r"""^[ \t]*kernel[ \t]*=[ \t]*(?:"([^"\n]*)"|'([^'\n]*)')""", re.MULTILINE)
+_INT_KEY = r"^[ \t]*{key}[ \t]*=[ \t]*([0-9]+)"
+_SETTING = re.compile(r"^[ \t]*[A-Za-z_][A-Za-z0-9_]*[ \t]*\+?=")
+_COMMENT_OR_BLANK = re.compile(r"^[ \t]*(#.*)?$")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one simulated xl command; returns its exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        state_dir = _take_state_dir(args)
+    except store.StateDirError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    store.ensure_state_dir(state_dir)
+    command = _Invocation(state_dir, args)
+    return command.run()
+
+
+def _take_state_dir(args: list[str]) -> Path:
+    """Remove a leading `--state DIR` from `args`; else the env's state dir."""
+    if len(args) >= 2 and args[0] == "--state":
+        state_dir = Path(args[1])
+        del args[:2]
+        return state_dir
+    return store.state_dir_from_env()
+
+
+class _Invocation:
+    """One run of the simulated xl with its arguments, logged start and end."""
+
+    def __init__(self, state_dir: Path, args: list[str]) -> None:
+        self.state_dir = state_dir
+        self.args = args
+        self.faults = store.read_faults(state_dir)
+
+    def run(self) -> int:
+        """Dispatch to the subcommand, logging the call around it."""
+        start: dict[str, Any] = {"event": "start", "argv": self.args, "pid": os.getpid()}
+        start["time"] = time.time()
+        name = _cfg_name_of_create(self.args)
+        if name is not None:
+            start["name"] = name
+        store.log_call(self.state_dir, start)
+        rc = self._dispatch()
+        store.log_call(self.state_dir, {"event": "end", "pid": os.getpid(), "rc": rc} | _now())
+        return rc
+
+    def _dispatch(self) -> int:
+        """Run the subcommand named by the first argument."""
+        sub, rest = (self.args[0], self.args[1:]) if self.args else ("", [])
+        handlers = {
+            "list": self.cmd_list,
+            "create": self.cmd_create,
+            "destroy": self.cmd_destroy,
+            "domid": self.cmd_domid,
+        }
+        handler = handlers.get(sub)
+        if handler is None:
+            _err("command not implemented")
+            return 1
+        return handler(rest)
+
+    # --- list ----------------------------------------------------------------------------
+
+    def cmd_list(self, _args: list[str]) -> int:
+        """Print the domain table, or the injected list fault."""
+        if self.faults.get("list_hang"):
+            _hang(self.faults)
+        error = self.faults.get("list_fail")
+        if error:
+            _err(DEFAULT_LIST_ERROR if error is True else str(error), end="")
+            return 1
+        if self.faults.get("list_garbage"):
+            sys.stdout.write(GARBAGE_LISTING)
+            return 0
+        sys.stdout.write(format_listing(self.state_dir))
+        return 0
+
+    # --- create --------------------------------------------------------------------------
+
+    def cmd_create(self, args: list[str]) -> int:
+        """Create a domain from a cfg file, as `xl create [-q] FILE [KEY=VALUE...]`."""
+        quiet = "-q" in args
+        positional = [a for a in args if not a.startswith("-")]
+        if not positional:
+            _err("Config file not specified")
+            return 2
+        path, extra = positional[0], positional[1:]
+        try:
+            text = Path(path).read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            _err(f"Failed to read config file: {path}: {os.strerror(exc.errno or 0)}")
+            return 3
+        if not quiet:
+            _err(f"Parsing config from {path}")
+        text = text + "\n" + "\n".join(extra)
+        bad = _syntax_error(path, text)
+        if bad is not None:
+            _err(bad, end="")
+            return 1
+        name = cfg_name(text)
+        if name is None:
+            _err("Domain name must be specified.")
+            return 1
+        self._delay(name)
+        return self._build(path, text, name)
+
+    def _fault_for(self, name: str | None, knob: str) -> Any:
+        """The value of fault `knob` for guest `name`."""
+        return store.for_guest(self.faults, knob, name)
+
+    def _delay(self, name: str) -> None:
+        """Sleep for a slow create, or forever for a hanging one."""
+        if self._fault_for(name, "create_hang"):
+            _hang(self.faults)
+        delay = self._fault_for(name, "create_delay")
+        if delay:
+            time.sleep(float(delay))
+
+    def _build(self, path: str, text: str, name: str) -> int:
+        """Add the domain unless a fault or an existing name says no."""
+        with store.transaction(self.state_dir) as state:
+            domid = state["next_domid"]
+            state["next_domid"] = domid + 1
+            state["create_count"] += 1
+            failure = self._failure_kind(name, state["create_count"])
+            if failure is not None:
+                _err(failure_text(failure, path, domid, _kernel_of(text)), end="")
+                return 1 if failure == "parse" else 3
+            if store.find(state, name) is not None:
+                _err(already_exists_text(name, domid), end="")
+                return 3
+            dom = self._new_domain(name, domid, text)
+            state["domains"].append(dom)
+        pid = monitor.spawn(self.state_dir, dom["uuid"], name, self.faults)
+        with store.transaction(self.state_dir) as state:
+            for listed in state["domains"]:
+                if listed["uuid"] == dom["uuid"]:
+                    listed["monitor_pid"] = pid
+        return 0
+
+    def _failure_kind(self, name: str, count: int) -> str | None:
+        """The injected failure for this create: per guest, or by seeded chance."""
+        kind = self._fault_for(name, "create_fail")
+        if kind:
+            return "kernel" if kind is True else str(kind)
+        chance = float(self.faults.get("create_fail_probability") or 0.0)
+        if chance > 0.0:
+            rng = random.Random(f"{self.faults.get('seed', 0)}:{count}")
+            if rng.random() < chance:
+                return str(self.faults.get("create_fail_kind") or "kernel")
+        return None
+
+    def _new_domain(self, name: str, domid: int, text: str) -> dict[str, Any]:
+        """A fresh running domain record for `name`, with its death scheduled if asked."""
+        now = time.time()
+        die_after = self._fault_for(name, "die_after")
+        return {
+            "uuid": str(uuid.uuid4()),
+            "name": name,
+            "domid": domid,
+            "mem": _int_key(text, "memory", 128),
+            "vcpus": _int_key(text, "vcpus", 1),
+            "state": store.RUNNING_STATE,
+            "created": now,
+            "die_at": None if die_after is None else now + float(die_after),
+            "die_mode": self._fault_for(name, "die_mode") or "vanish",
+            "dying_for": float(self._fault_for(name, "dying_for") or 0.0),
+            "gone_at": None,
+            "monitor_pid": None,
+        }
+
+    # --- destroy, domid ------------------------------------------------------------------
+
+    def cmd_destroy(self, args: list[str]) -> int:
+        """Destroy a domain by name or id, with xl's error texts."""
+        if not args:
+            _err("'xl destroy' requires at least 1 argument.")
+            return 2
+        target = args[-1]
+        with store.transaction(self.state_dir) as state:
+            dom, error = _resolve(state, target)
+            if error is not None:
+                _err(error, end="")
+                return 1
+            if dom is None:
+                _err("Cannot destroy privileged domain 0.\n")
+                return 1
+            dying_for = float(self._fault_for(dom["name"], "dying_for") or 0.0)
+            if dying_for > 0:
+                store.start_dying(dom, time.time(), dying_for)
+            else:
+                state["domains"].remove(dom)
+        return 0
+
+    def cmd_domid(self, args: list[str]) -> int:
+        """Print the id of the named domain."""
+        name = args[0] if args else ""
+        if name == store.DOM0_ROW["name"]:
+            print(0)
+            return 0
+        dom = store.find(store.read_state(self.state_dir), name)
+        if dom is None:
+            _err(f"Can't get domid of domain name '{name}', maybe this domain does not exist.")
+            return 1
+        print(dom["domid"])
+        return 0
+
+
+# --- texts ---------------------------------------------------------------------------------
+
+
+def format_listing(state_dir: Path) -> str:
+    """The `xl list` table for the current state, byte for byte as xl prints it."""
+    now = time.time()
+    state = store.read_state(state_dir)
+    dom0 = dict(store.DOM0_ROW, time=max(now - store.boot_time(state_dir), 0.0))
+    rows = [dom0]
+    for dom in sorted(state["domains"], key=lambda d: d["domid"]):
+        cpu = max(now - dom["created"], 0.0) * 0.05
+        rows.append(dict(dom, mem=0 if dom["state"] == store.DYING_STATE else dom["mem"], time=cpu))
+    lines = [HEADER] + [format_row(**_row_fields(r)) for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _row_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a table row from a domain record."""
+    keys = ("name", "domid", "mem", "vcpus", "state", "time")
+    return {k: row[k] for k in keys}
+
+
+def format_row(name: str, domid: int, mem: int, vcpus: int, *, state: str, time: float) -> str:
+    """One `xl list` row, as xl's printf("%-40s %5d %5lu %5d     %s  %8.1f") prints it."""
+    return f"{name:<40} {domid:5d} {mem:5d} {vcpus:5d}     {state}  {time:8.1f}"
+
+
+def already_exists_text(name: str, domid: int) -> str:
+    """xl's stderr when a domain called `name` already exists."""
+    return (
+        f'libxl: error: libxl_domain.c:81:libxl__domain_rename: Domain {domid}:Domain with name "{name}" already exists.\n'  # noqa: E501
+        f"libxl: error: libxl_create.c:1296:initiate_domain_create: Domain {domid}:cannot make domain: -6\n"  # noqa: E501
+        + _destroy_failed_lines(domid)
+    )
+
+
+def _destroy_failed_lines(domid: int) -> str:
+    """The three lines libxl prints when cleaning up a domain that is not there."""
+    return (
+        f"libxl: error: libxl_domain.c:1183:libxl__destroy_domid: Domain {domid}:Non-existant domain\n"  # noqa: E501
+        f"libxl: error: libxl_domain.c:1137:domain_destroy_callback: Domain {domid}:Unable to destroy guest\n"  # noqa: E501
+        f"libxl: error: libxl_domain.c:1064:domain_destroy_cb: Domain {domid}:Destruction of domain failed\n"  # noqa: E501
+    )
+
+
+def failure_text(kind: str, path: str, domid: int, kernel: str) -> str:
+    """xl's stderr for an injected create failure of `kind` ("kernel" or "parse")."""
+    if kind == "parse":
+        return (
+            f"{path}:1: config parsing error near `is': syntax error, "
+            "unexpected IDENT, expecting += or '='\nFailed to parse config: Invalid argument\n"
+        )
+    return (
+        f"xc: error: panic: xg_dom_core.c:205: failed to open file '{kernel}': "
+        "No such file or directory: Internal error\n"
+        "libxl: error: libxl_dom.c:646:libxl__build_pv: xc_dom_kernel_file failed: "
+        "No such file or directory\n"
+        f"libxl: error: libxl_create.c:1640:domcreate_rebuild_done: Domain {domid}:"
+        "cannot (re-)build domain: -3\n" + _destroy_failed_lines(domid)
+    )
+
+
+def _syntax_error(path: str, text: str) -> str | None:
+    """xl's parse error text for the first line that is not a setting, a comment,
+    a blank line or the continuation of an open list; None if all are fine."""
+    open_brackets = 0
+    for number, line in enumerate(text.split("\n"), start=1):
+        code = line.split("#", 1)[0]
+        if open_brackets == 0 and not _COMMENT_OR_BLANK.match(line) and not _SETTING.match(line):
+            words = code.split()
+            near = words[1] if len(words) > 1 else (words[0] if words else line)
+            return (
+                f"{path}:{number}: config parsing error near `{near}': syntax error, "
+                "unexpected IDENT, expecting += or '='\nFailed to parse config: Invalid argument\n"
+            )
+        open_brackets = max(open_brackets + code.count("[") - code.count("]"), 0)
+    return None
+
+
+def cfg_name(text: str) -> str | None:
+    """The last `name = "..."` in a cfg text (later settings win, as in xl)."""
+    names = [a or b for a, b in _NAME.findall(text)]
+    return names[-1] if names else None
+
+
+def _cfg_name_of_create(args: list[str]) -> str | None:
+    """The guest name a `create` invocation is about, if its file can be read."""
+    if not args or args[0] != "create":
+        return None
+    positional = [a for a in args[1:] if not a.startswith("-")]
+    if not positional:
+        return None
+    try:
+        text = Path(positional[0]).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    return cfg_name(text + "\n" + "\n".join(positional[1:]))
+
+
+def _kernel_of(text: str) -> str:
+    """The cfg's kernel path, or a plausible one."""
+    found = [a or b for a, b in _KERNEL.findall(text)]
+    return found[-1] if found else "/boot/vmlinuz"
+
+
+def _int_key(text: str, key: str, default: int) -> int:
+    """The integer value of `key` in a cfg text, or `default`."""
+    found = re.findall(_INT_KEY.format(key=key), text, re.MULTILINE)
+    return int(found[-1]) if found else default
+
+
+def _resolve(state: store.State, target: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(domain, None) for a guest, (None, None) for Domain-0, (None, error text) if absent."""
+    if target.isdigit():
+        domid = int(target)
+        if domid == 0:
+            return None, None
+        dom = next((d for d in state["domains"] if d["domid"] == domid), None)
+        if dom is None:
+            return None, _destroy_failed_lines(domid) + "destroy failed (rc=-21)\n"
+        return dom, None
+    if target == store.DOM0_ROW["name"]:
+        return None, None
+    dom = store.find(state, target)
+    if dom is None:
+        return None, f"{target} is an invalid domain identifier (rc=-6)\n"
+    return dom, None
+
+
+def _hang(faults: dict[str, Any]) -> None:
+    """Sleep until killed (SIGTERM ignored if the `ignore_sigterm` knob is set)."""
+    if faults.get("ignore_sigterm"):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    while True:
+        time.sleep(3600)
+
+
+def _err(text: str, end: str = "\n") -> None:
+    """Write `text` to stderr at once."""
+    sys.stderr.write(text + end)
+    sys.stderr.flush()
+
+
+def _now() -> dict[str, float]:
+    """{"time": now} for a log record."""
+    return {"time": time.time()}

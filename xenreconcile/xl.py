@@ -1,0 +1,274 @@
+"""The xl adapter: `xl list` -> `tuple[Domain, ...]`, `xl create PATH` -> `CreateResult`.
+
+Both commands run in their own session with stdin from /dev/null and their
+output captured in temporary files, never pipes: a successful `xl create`
+leaves a per-domain monitor process behind that may keep the inherited output
+descriptors open for the life of the guest, and reading a pipe to EOF would
+then hang. On a timeout the whole process group is sent SIGTERM, then SIGKILL
+after a grace period, and the direct child is always reaped. After a normal
+exit nothing is killed, so the monitor of a successful create survives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import IO
+
+from xenreconcile.models import (
+    DOM0_NAME,
+    INCOMING_SUFFIX,
+    MIGRATEDAWAY_SUFFIX,
+    CreateResult,
+    Domain,
+)
+
+HEADER_WORDS = ("Name", "ID", "Mem", "VCPUs", "State", "Time(s)")
+STDERR_TAIL_LINES = 20
+DEFAULT_KILL_GRACE = 5.0
+
+# One table row, parsed from the right: name, ID, Mem, VCPUs, State, Time.
+# State letters by position, as xl prints them: running, blocked, paused,
+# shutdown, shutdown reason (- r s c w S, or ? for an unknown reason), dying.
+_ROW = re.compile(
+    r"^(?P<name>\S.*?)[ \t]+(?P<domid>[0-9]+)[ \t]+(?P<mem>[0-9]+)[ \t]+(?P<vcpus>[0-9]+)"
+    r"[ \t]+(?P<state>[r-][b-][p-][s-][-rscwS?][d-])[ \t]+(?P<time>[0-9]+\.[0-9])$"
+)
+_MAX_DOMID = 0x7FF4  # DOMID_FIRST_RESERVED: ids at or above it are never guests
+_QUOTE_LIMIT = 80
+
+
+class ToolstackError(Exception):
+    """xl could not tell us the truth: it failed, timed out, or printed something
+    we do not trust. `str()` says what failed."""
+
+
+class XlListError(ToolstackError):
+    """The output of `xl list` cannot be parsed; `line` is the 1-based line number
+    of the problem, None when it concerns the whole output."""
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(message if line is None else f"xl list output line {line}: {message}")
+        self.line = line
+
+
+# --- parsing -------------------------------------------------------------------------------
+
+
+def parse_xl_list(text: str) -> tuple[Domain, ...]:
+    """Given the stdout of `xl list`, return its rows in order.
+
+    The header is required, every other line must be a complete row, names and
+    domain ids must be unique, and a `Domain-0` row with id 0 must be present.
+    Raises XlListError (and nothing else) for anything else."""
+    lines = _significant_lines(text)
+    if not lines:
+        raise XlListError("empty output", None)
+    if tuple(lines[0].split()) != HEADER_WORDS:
+        raise XlListError(f"not the xl list header: {_quote(lines[0])}", 1)
+    domains = tuple(_parse_row(line, number) for number, line in enumerate(lines[1:], start=2))
+    _check_unique(domains)
+    if not any(d.name == DOM0_NAME and d.domid == 0 for d in domains):
+        raise XlListError(f"no {DOM0_NAME} row in xl list output", None)
+    return domains
+
+
+def _significant_lines(text: str) -> list[str]:
+    """The lines of `text` without line-end carriage returns and trailing blank lines."""
+    lines = [line.rstrip("\r") for line in text.split("\n")]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return lines
+
+
+def _parse_row(line: str, number: int) -> Domain:
+    """One table row -> Domain; XlListError naming line `number` if it is not one."""
+    match = _ROW.match(line.rstrip(" \t"))
+    if match is None:
+        raise XlListError(f"not an xl list row: {_quote(line)}", number)
+    domid = int(match["domid"])
+    if domid >= _MAX_DOMID:
+        raise XlListError(f"domain id {domid} out of range", number)
+    return Domain(
+        name=match["name"],
+        domid=domid,
+        mem=int(match["mem"]),
+        vcpus=int(match["vcpus"]),
+        state=match["state"],
+        time=float(match["time"]),
+    )
+
+
+def _check_unique(domains: tuple[Domain, ...]) -> None:
+    """Raise XlListError if two rows share a name or a domain id."""
+    seen_names: set[str] = set()
+    seen_ids: set[int] = set()
+    for number, domain in enumerate(domains, start=2):
+        if domain.name in seen_names:
+            raise XlListError(f"duplicate domain name {domain.name!r}", number)
+        if domain.domid in seen_ids:
+            raise XlListError(f"duplicate domain id {domain.domid}", number)
+        seen_names.add(domain.name)
+        seen_ids.add(domain.domid)
+
+
+def _quote(line: str) -> str:
+    """`line` as a short repr for an error message."""
+    shown = line if len(line) <= _QUOTE_LIMIT else line[:_QUOTE_LIMIT] + "..."
+    return repr(shown)
+
+
+def split_migration_name(name: str) -> tuple[str, str | None]:
+    """Given a listed domain name, return (guest name, "incoming" | "migratedaway" | None)."""
+    for suffix in (INCOMING_SUFFIX, MIGRATEDAWAY_SUFFIX):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)], suffix.lstrip("-")
+    return name, None
+
+
+# --- running xl ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """How one xl run ended: exit code (None when killed at the timeout), output, duration."""
+
+    exit_code: int | None
+    timed_out: bool
+    stdout: str
+    stderr: str
+    duration: float
+
+
+class XlRunner:
+    """Runs xl. `command` is the xl program plus fixed leading arguments, for
+    example ["xl"] or [sys.executable, "-m", "xenreconcile.simxl"]."""
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        *,
+        list_timeout: float = 30.0,
+        create_timeout: float = 120.0,
+        kill_grace: float = DEFAULT_KILL_GRACE,
+    ) -> None:
+        if not command:
+            raise ValueError("xl command is empty")
+        self.command = tuple(command)
+        self.list_timeout = list_timeout
+        self.create_timeout = create_timeout
+        self.kill_grace = kill_grace
+
+    def list(self) -> tuple[Domain, ...]:
+        """Run `xl list` and return its rows; ToolstackError if it cannot be run,
+        fails, times out, or prints a listing we do not trust."""
+        try:
+            outcome = self._run(["list"], self.list_timeout, combine=False)
+        except OSError as exc:
+            raise ToolstackError(f"xl list: cannot run {self.command[0]}: {exc}") from exc
+        if outcome.timed_out:
+            raise ToolstackError(f"xl list timed out after {self.list_timeout:g}s")
+        if outcome.exit_code != 0:
+            tail = _tail(outcome.stderr, 3).replace("\n", " | ") or "no error output"
+            raise ToolstackError(f"xl list exited {outcome.exit_code}: {tail}")
+        return parse_xl_list(outcome.stdout)
+
+    def create(self, path: str) -> CreateResult:
+        """Run `xl create PATH` (an absolute path; ValueError otherwise) and report
+        how it ended. Never raises for xl's own failures: a program that cannot be
+        started is reported like a shell would, with exit code 127."""
+        if not os.path.isabs(path):
+            raise ValueError(f"xl create needs an absolute path, got {path!r}")
+        try:
+            outcome = self._run(["create", path], self.create_timeout, combine=True)
+        except OSError as exc:
+            return CreateResult(
+                ok=False, exit_code=127, stderr_tail=f"cannot run {self.command[0]}: {exc}"
+            )
+        return CreateResult(
+            ok=outcome.exit_code == 0,
+            exit_code=outcome.exit_code,
+            timed_out=outcome.timed_out,
+            stderr_tail=_tail(outcome.stdout, STDERR_TAIL_LINES),
+            duration=outcome.duration,
+        )
+
+    def _run(self, args: Sequence[str], timeout: float, *, combine: bool) -> _Outcome:
+        """Run the xl command with `args` in its own session, output in temp files
+        (stderr into stdout's file if `combine`); kill its group at `timeout`."""
+        started = time.monotonic()
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(
+                [*self.command, *args],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out if combine else err,
+                start_new_session=True,
+            )
+            exit_code: int | None
+            try:
+                exit_code = proc.wait(timeout=timeout)
+                timed_out = False
+            except subprocess.TimeoutExpired:
+                _kill_group(proc, self.kill_grace)
+                exit_code, timed_out = None, True
+            return _Outcome(
+                exit_code=exit_code,
+                timed_out=timed_out,
+                stdout=_read(out),
+                stderr=_read(err),
+                duration=time.monotonic() - started,
+            )
+
+
+def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM the process group led by `proc`, SIGKILL the group after `grace`
+    seconds or as soon as `proc` has exited, then reap `proc`. `proc` is reaped
+    only after the last signal: until then its pid, and so the group id, cannot
+    be reused, and the signals cannot reach anyone else's processes."""
+    _signal_group(proc.pid, signal.SIGTERM)
+    _wait_without_reaping(proc, grace)
+    # Members other than the leader may ignore SIGTERM or outlive it.
+    _signal_group(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _wait_without_reaping(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Wait up to `timeout` seconds for `proc` to exit, leaving it unreaped."""
+    if not hasattr(os, "waitid"):  # pragma: no cover - every supported OS has it
+        time.sleep(timeout)
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        flags = os.WEXITED | os.WNOWAIT | os.WNOHANG
+        try:
+            if os.waitid(os.P_PID, proc.pid, flags) is not None:
+                return
+        except ChildProcessError:
+            return
+        time.sleep(0.02)
+
+
+def _signal_group(pgid: int, signum: signal.Signals) -> None:
+    """Send `signum` to process group `pgid`; a group already gone is fine."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def _read(file: IO[bytes]) -> str:
+    """The whole content of a temp file, decoded leniently."""
+    file.seek(0)
+    return file.read().decode("utf-8", errors="replace")
+
+
+def _tail(text: str, lines: int) -> str:
+    """The last `lines` non-blank lines of `text`."""
+    kept = [line.rstrip() for line in text.splitlines() if line.strip()]
+    return "\n".join(kept[-lines:])
