@@ -1,0 +1,550 @@
+"""Parser for xl domain configuration files, the language of xl.cfg(5).
+
+It accepts exactly what xl 4.17 (libxlutil's flex lexer and bison grammar)
+accepts, and computes the same values, so the guest name we read is the one
+`xl create` will use. Errors say where (file, line, column; both 1-based, a tab
+counts as one column) and what was expected.
+
+The language
+    file        statements separated by newlines or ';'; empty statements are fine;
+                the last statement may end at end of file without a newline.
+    statement   KEY '=' VALUE  or  KEY '+=' VALUE, all on one line.
+    KEY         [a-z][._0-9a-z]*  (lowercase ASCII only: `Memory` is an error).
+    VALUE       a string, a number, or a list.
+    string      '...' or "..." on one line. Escapes: \\' \\" \\\\ \\a \\b \\f \\n \\r \\t \\v.
+                Any other character after a backslash is an error, and so is a
+                backslash at the end of a line.
+    number      [0-9][0-9a-fx]* kept as written text (`0x1f`, `010`, `12ab` alike);
+                xl only checks numbers when a key is used. No sign, no fraction:
+                `-1` and `1.5` are errors, as in xl.
+    list        '[' values separated by ',' ']'; newlines (and comments) may stand
+                after '[', after a value and after a ',', never before the first
+                value's ','. One trailing ',' is allowed, `[ , ]` is not. Lists
+                nest: `[ [1, 2], "a" ]`.
+    comment     '#' up to the end of the line; it must end with a newline.
+    blanks      space and tab only.
+
+Values and repeated keys (as libxlutil stores them)
+    Atoms stay strings: `memory = 512` gives "512". A key set twice with '='
+    keeps the last value. `KEY += VALUE` appends to the previous value of KEY:
+    string + string concatenates ("a" += 5 gives "a5"), list + list joins the
+    lists; a string and a list do not mix (an error, as in xl). `+=` on a key
+    not yet set just sets it.
+
+Decisions on odd input, each following what xl does
+    NUL             allowed inside a comment (xl skips it); inside a string it is an
+                    error (xl aborts on an assertion there); anywhere else an error.
+    non-ASCII       allowed inside strings and comments; anywhere else (a key, a
+                    bare word, a byte-order mark) it is an error.
+    CR (\\r)         allowed inside strings and comments; elsewhere an error, so a
+                    file with CRLF line endings is rejected, as xl rejects it.
+    no value        `memory =` or a bare `memory` is an error.
+    value on the next line  `memory =` newline `512` is an error.
+    empty file      valid, with no settings (it then lacks a `name`).
+    last character  xl's lexer never reports a bad character that is the very
+                    last byte of the file (a stray `$`, `"` or `#` with no newline
+                    after it): it is ignored there, and so we ignore it too. A bad
+                    character anywhere else is an error.
+    \\x escapes      always rejected: xl's hex escape check can never pass.
+    octal escapes   `\\` + digit 0-7 is decoded the way xl does, which drops it: the
+                    digit is followed by up to three characters that C's strtoul
+                    reads as a decimal number (leading blanks and a sign allowed);
+                    if it reads at least two characters they are consumed and
+                    nothing is written (`"a\\101b"` is "ab"), otherwise it is an
+                    error (`"\\0"`, `"\\12"`).
+
+Text is the file decoded from UTF-8 (the caller rejects other bytes).
+
+Guest names (`guest_name`): the `name` key must be a non-empty string. Besides,
+it must not be `Domain-0`, nor end with `--incoming` or `--migratedaway` (the
+names xl gives a guest during live migration), nor contain control characters
+or start or end with blanks, because such a name cannot be matched against the
+`xl list` table.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+from xenreconcile.models import DOM0_NAME, INCOMING_SUFFIX, MIGRATEDAWAY_SUFFIX
+
+XlValue: TypeAlias = "str | list[XlValue]"
+"""A setting's value: an atom (string or number, kept as text) or a list of values."""
+
+
+class CfgError(ValueError):
+    """An xl.cfg file that cannot be used: where (`file`, 1-based `line` and
+    `column`) and what is wrong (`message`). Line and column 0 mean the problem
+    belongs to the whole file (a missing `name`, for example)."""
+
+    def __init__(self, file: str, line: int, column: int, message: str) -> None:
+        super().__init__(f"{file}:{line}:{column}: {message}")
+        self.file = file
+        self.line = line
+        self.column = column
+        self.message = message
+
+
+@dataclass(frozen=True)
+class XlCfg:
+    """A parsed file: the final value of each key, the line where each key was
+    last set, and the column of that key on its line."""
+
+    settings: dict[str, XlValue]
+    lines: dict[str, int]
+    columns: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str | None:
+        """The `name` key when it is a string (atom), else None."""
+        value = self.settings.get("name")
+        return value if isinstance(value, str) else None
+
+
+# --- tokens -------------------------------------------------------------------------------
+
+_IDENT = "key"
+_NUMBER = "number"
+_STRING = "string"
+_NEWLINE = "newline"
+_EOF = "end of file"
+_PUNCT = frozenset(["=", "+=", "[", "]", ",", ";"])
+
+# Each pattern is a run of one character class, or the unrolled string loop
+# (no nested alternatives), so matching is linear in the input.
+_IDENT_RE = re.compile(r"[a-z][._0-9a-z]*")
+_NUMBER_RE = re.compile(r"[0-9][0-9a-fx]*")
+_BLANKS_RE = re.compile(r"[ \t]+")
+_STRING_RE = {
+    "'": re.compile(r"'[^'\\\n]*(?:\\[^\n][^'\\\n]*)*'"),
+    '"': re.compile(r'"[^"\\\n]*(?:\\[^\n][^"\\\n]*)*"'),
+}
+_PYTHONISH = frozenset("+-.():")
+_SIMPLE_ESCAPES = {
+    '"': '"',
+    "'": "'",
+    "\\": "\\",
+    "a": "\a",
+    "b": "\b",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+    "v": "\v",
+}
+_C_SPACE = frozenset(" \t\n\v\f\r")
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    """One lexical token: its kind (one of the kinds above or the punctuation
+    itself), its text (decoded for strings) and where it starts."""
+
+    kind: str
+    text: str
+    line: int
+    column: int
+
+    def describe(self) -> str:
+        """A short human description of the token for error messages."""
+        if self.kind == _IDENT:
+            return f"key {self.text!r}"
+        if self.kind == _NUMBER:
+            return f"number {self.text}"
+        if self.kind == _STRING:
+            return "a string"
+        if self.kind in (_NEWLINE, _EOF):
+            return self.kind
+        return f"'{self.kind}'"
+
+
+class _Lexer:
+    """Splits the text into tokens, one `next()` at a time, the way xl's lexer does."""
+
+    def __init__(self, text: str, filename: str) -> None:
+        self.text = text
+        self.filename = filename
+        self.pos = 0
+        self.line = 1
+        self.line_start = 0
+        self.number_end = -1  # where the last number token ended
+
+    def error(self, pos: int, message: str) -> CfgError:
+        """A CfgError at offset `pos` of the current line."""
+        return CfgError(self.filename, self.line, pos - self.line_start + 1, message)
+
+    def next(self) -> _Token:
+        """The next token; blanks are skipped, a comment ends in its newline token."""
+        text = self.text
+        blanks = _BLANKS_RE.match(text, self.pos)
+        if blanks:
+            self.pos = blanks.end()
+        pos = self.pos
+        if pos >= len(text):
+            return self._token(_EOF, "", pos, pos)
+        ch = text[pos]
+        if ch == "\n":
+            return self._newline(pos, pos + 1)
+        if ch == "#":
+            end = text.find("\n", pos)
+            if end >= 0:
+                return self._newline(pos, end + 1)
+            if pos == len(text) - 1:
+                return self._ignored_last(pos)
+            raise self.error(pos, "comment at the end of the file must end with a newline")
+        if "a" <= ch <= "z":
+            match = _IDENT_RE.match(text, pos)
+            assert match is not None
+            return self._token(_IDENT, match.group(), pos, match.end())
+        if "0" <= ch <= "9":
+            match = _NUMBER_RE.match(text, pos)
+            assert match is not None
+            self.number_end = match.end()
+            return self._token(_NUMBER, match.group(), pos, match.end())
+        if ch in ("'", '"'):
+            return self._string(ch, pos)
+        if ch == "+" and text.startswith("+=", pos):
+            return self._token("+=", "+=", pos, pos + 2)
+        if ch in _PUNCT:
+            return self._token(ch, ch, pos, pos + 1)
+        return self._bad_character(pos)
+
+    def _token(self, kind: str, value: str, start: int, end: int) -> _Token:
+        self.pos = end
+        return _Token(kind, value, self.line, start - self.line_start + 1)
+
+    def _newline(self, start: int, end: int) -> _Token:
+        token = self._token(_NEWLINE, "", start, end)
+        self.line += 1
+        self.line_start = end
+        return token
+
+    def _ignored_last(self, pos: int) -> _Token:
+        """xl never reports a bad last byte of the file: treat it as end of file."""
+        return self._token(_EOF, "", pos, pos + 1)
+
+    def _string(self, quote: str, pos: int) -> _Token:
+        match = _STRING_RE[quote].match(self.text, pos)
+        if match is None:
+            if pos == len(self.text) - 1:
+                return self._ignored_last(pos)
+            raise self._unterminated(quote, pos)
+        raw = match.group()[1:-1]
+        value = _decode_escapes(raw) if "\\" in raw or "\0" in raw else raw
+        if isinstance(value, _EscapeProblem):
+            raise self.error(pos + 1 + value.offset, value.message)
+        return self._token(_STRING, value, pos, match.end())
+
+    def _unterminated(self, quote: str, pos: int) -> CfgError:
+        """The error for a quote that starts no valid string."""
+        where = f"line {self.line} column {pos - self.line_start + 1}"
+        end = self.text.find("\n", pos)
+        rest = self.text[pos + 1 : len(self.text) if end < 0 else end]
+        if rest.endswith("\\") and end >= 0 and not _ends_in_escaped_backslash(rest):
+            why = "a backslash cannot continue a string onto the next line"
+        elif end < 0:
+            why = "it reaches the end of the file"
+        else:
+            why = "strings cannot span lines"
+        return self.error(
+            pos, f"unterminated string started at {where}: no closing {quote} ({why})"
+        )
+
+    def _bad_character(self, pos: int) -> _Token:
+        ch = self.text[pos]
+        if pos == len(self.text) - 1 and ord(ch) < 0x80:
+            return self._ignored_last(pos)
+        if "A" <= ch <= "Z" and pos == self.number_end:
+            raise self.error(pos, f"unexpected {ch!r} in a number: hex digits must be lowercase")
+        raise self.error(pos, _bad_character_message(ch))
+
+
+def _ends_in_escaped_backslash(rest: str) -> bool:
+    """True when `rest` ends in an even run of backslashes (an escaped backslash)."""
+    run = len(rest) - len(rest.rstrip("\\"))
+    return run % 2 == 0
+
+
+def _bad_character_message(ch: str) -> str:
+    """What to tell about a character that starts no token."""
+    if ch == "\r":
+        return "carriage return: xl accepts only Unix (LF) line endings, not CRLF"
+    if ch == "\0":
+        return "NUL byte (allowed only inside a comment)"
+    if ch == "\ufeff":
+        return "byte-order mark: xl does not accept one at the start of the file"
+    shown = repr(ch)
+    if ch.isalpha() or ch == "_":
+        return (
+            f"unexpected character {shown}: keys are lowercase ASCII letters, digits, "
+            "'_' and '.', starting with a letter a-z"
+        )
+    if ch == "-":
+        return "unexpected character '-': xl has no negative numbers or expressions"
+    if ch in _PYTHONISH:
+        return f"unexpected character {shown}: xl config files are not Python"
+    return f"unexpected character {shown}"
+
+
+@dataclass(frozen=True, slots=True)
+class _EscapeProblem:
+    """A bad escape `offset` characters into a string's content."""
+
+    offset: int
+    message: str
+
+
+def _decode_escapes(raw: str) -> str | _EscapeProblem:
+    """The content of a quoted string (without quotes) decoded as xl decodes it."""
+    out: list[str] = []
+    i = 0
+    n = len(raw)
+    while i < n:
+        ch = raw[i]
+        if ch == "\0":
+            return _EscapeProblem(i, "NUL byte inside a string (xl aborts on it)")
+        if ch != "\\":
+            out.append(ch)
+            i += 1
+            continue
+        nc = raw[i + 1]  # the lexer guarantees a character after a backslash
+        if nc in _SIMPLE_ESCAPES:
+            out.append(_SIMPLE_ESCAPES[nc])
+            i += 2
+        elif nc == "x":
+            return _EscapeProblem(i, "\\x escapes are not supported by xl (it rejects them all)")
+        elif "0" <= nc <= "7":
+            used = _octal_escape_tail(raw, i + 2)
+            if used is None:
+                return _EscapeProblem(
+                    i, "octal escape not accepted by xl (it needs two more digits after the first)"
+                )
+            i += 2 + used  # xl writes nothing for an octal escape
+        else:
+            return _EscapeProblem(i, f"invalid escape '\\{nc}' in string")
+    return "".join(out)
+
+
+def _octal_escape_tail(raw: str, start: int) -> int | None:
+    """How many characters after an octal escape's first digit xl consumes: it reads
+    up to 3 characters with strtoul(base 10) and needs 2 or more read; else None."""
+    window = raw[start : start + 3]
+    i = 0
+    while i < len(window) and window[i] in _C_SPACE:
+        i += 1
+    if i < len(window) and window[i] in "+-":
+        i += 1
+    digits_start = i
+    while i < len(window) and window[i].isascii() and window[i].isdigit():
+        i += 1
+    if i == digits_start or i < 2:
+        return None
+    return i
+
+
+# --- grammar ------------------------------------------------------------------------------
+
+
+class _Parser:
+    """Recursive descent over the lexer's tokens, storing settings as it goes."""
+
+    def __init__(self, text: str, filename: str) -> None:
+        self.lexer = _Lexer(text, filename)
+        self.filename = filename
+        self.token = self.lexer.next()
+        self.settings: dict[str, XlValue] = {}
+        self.lines: dict[str, int] = {}
+        self.columns: dict[str, int] = {}
+
+    def advance(self) -> _Token:
+        """Consume the current token and return it."""
+        token = self.token
+        self.token = self.lexer.next()
+        return token
+
+    def fail(self, token: _Token, message: str) -> CfgError:
+        """A CfgError at `token`."""
+        return CfgError(self.filename, token.line, token.column, message)
+
+    def parse_file(self) -> XlCfg:
+        """file := { [assignment] (NEWLINE | ';') } [assignment] EOF"""
+        while self.token.kind != _EOF:
+            if self.token.kind in (_NEWLINE, ";"):
+                self.advance()
+                continue
+            key = self.parse_assignment()
+            if self.token.kind in (_NEWLINE, ";", _EOF):
+                continue
+            raise self.fail(
+                self.token,
+                f"expected end of line or ';' after the value of {key!r}, "
+                f"found {self.token.describe()}",
+            )
+        return XlCfg(self.settings, self.lines, self.columns)
+
+    def parse_assignment(self) -> str:
+        """assignment := KEY ('=' | '+=') value; returns the key."""
+        key = self.token
+        if key.kind != _IDENT:
+            raise self.fail(
+                key,
+                f"expected a key (a lowercase name) to start a statement, found {key.describe()}",
+            )
+        self.advance()
+        op = self.token
+        if op.kind not in ("=", "+="):
+            raise self.fail(
+                op, f"expected '=' or '+=' after key {key.text!r}, found {op.describe()}"
+            )
+        self.advance()
+        value_token = self.token
+        value = self.parse_value(key.text)
+        if op.kind == "+=" and key.text in self.settings:
+            value = self._append(key, value_token, self.settings[key.text], value)
+        self.settings[key.text] = value
+        self.lines[key.text] = key.line
+        self.columns[key.text] = key.column
+        return key.text
+
+    def parse_value(self, key: str) -> XlValue:
+        """value := STRING | NUMBER | list"""
+        token = self.token
+        if token.kind in (_STRING, _NUMBER):
+            self.advance()
+            return token.text
+        if token.kind == "[":
+            return self.parse_list(key)
+        hint = " (the value must be on the same line as the key)" if token.kind == _NEWLINE else ""
+        raise self.fail(
+            token,
+            f"expected a value (a quoted string, a number or a '[' list) for key {key!r}, "
+            f"found {token.describe()}{hint}",
+        )
+
+    def parse_list(self, key: str) -> list[XlValue]:
+        """list := '[' nl* [ value nl* { ',' nl* value nl* } [ ',' nl* ] ] ']'"""
+        opener = self.advance()
+        where = f"list opened at line {opener.line} column {opener.column}"
+        items: list[XlValue] = []
+        self._skip_newlines()
+        while self.token.kind != "]":
+            if self.token.kind == _EOF:
+                raise self.fail(opener, f"{where} is never closed")
+            if self.token.kind not in (_STRING, _NUMBER, "["):
+                raise self.fail(
+                    self.token,
+                    f"expected a value or ']' in the {where}, found {self.token.describe()}",
+                )
+            items.append(self.parse_value(key))
+            self._skip_newlines()
+            if self.token.kind == ",":
+                self.advance()
+                self._skip_newlines()
+            elif self.token.kind == _EOF:
+                raise self.fail(opener, f"{where} is never closed")
+            elif self.token.kind != "]":
+                raise self.fail(
+                    self.token,
+                    f"expected ',' or ']' in the {where}, found {self.token.describe()}",
+                )
+        self.advance()
+        return items
+
+    def _skip_newlines(self) -> None:
+        while self.token.kind == _NEWLINE:
+            self.advance()
+
+    def _append(self, key: _Token, at: _Token, old: XlValue, new: XlValue) -> XlValue:
+        """`old += new` as libxlutil does it: strings concatenate, lists join."""
+        if isinstance(old, str) and isinstance(new, str):
+            return old + new
+        if isinstance(old, list) and isinstance(new, list):
+            return old + new
+        kinds = ("a list", "string") if isinstance(new, list) else ("a string", "list")
+        raise self.fail(
+            at,
+            f"cannot add {kinds[0]} to the {kinds[1]} value of {key.text!r} "
+            f"(set at line {self.lines[key.text]}): '+=' needs values of the same kind",
+        )
+
+
+def parse_cfg(text: str, filename: str = "<string>") -> XlCfg:
+    """Parse the text of an xl.cfg file; `filename` is only used in errors.
+    Returns the settings; raises CfgError (and nothing else) when xl would reject it."""
+    try:
+        return _Parser(text, filename).parse_file()
+    except RecursionError:
+        raise CfgError(filename, 0, 0, "lists are nested too deeply") from None
+
+
+# --- guest names --------------------------------------------------------------------------
+
+
+def guest_name(cfg: XlCfg, filename: str) -> str:
+    """The guest name of a parsed file (`filename` for errors); CfgError when the
+    `name` key is missing, not a string, empty or a name the daemon cannot manage."""
+    if "name" not in cfg.settings:
+        raise CfgError(filename, 0, 0, "no 'name' key: xl needs the guest's name")
+    line, column = cfg.lines["name"], cfg.columns.get("name", 1)
+    value = cfg.settings["name"]
+    if not isinstance(value, str):
+        raise CfgError(filename, line, column, "key 'name' must be a string, not a list")
+    problem = _name_problem(value)
+    if problem:
+        raise CfgError(filename, line, column, f"key 'name' {problem}")
+    return value
+
+
+def _name_problem(name: str) -> str | None:
+    """Why `name` cannot be a managed guest's name, or None when it can."""
+    if not name:
+        return "is empty"
+    if name == DOM0_NAME:
+        return f"is {DOM0_NAME!r}, the name of the control domain"
+    for suffix in (INCOMING_SUFFIX, MIGRATEDAWAY_SUFFIX):
+        if name.endswith(suffix):
+            return f"ends with {suffix!r}, which xl uses for a guest in live migration"
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name):
+        return f"contains a control character ({name!r})"
+    if name != name.strip(" \t"):
+        return f"starts or ends with blanks ({name!r}), which 'xl list' cannot show"
+    return None
+
+
+# --- rendering ----------------------------------------------------------------------------
+
+_RENDER_ESCAPES = {
+    "\\": "\\\\",
+    '"': '\\"',
+    "\a": "\\a",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\v": "\\v",
+}
+
+
+def render_value(value: XlValue) -> str:
+    """xl.cfg text for a value: atoms as double-quoted strings, lists in brackets.
+    Raises ValueError for a string holding a NUL, which xl cannot read."""
+    if isinstance(value, str):
+        if "\0" in value:
+            raise ValueError("xl strings cannot hold a NUL character")
+        return '"' + "".join(_RENDER_ESCAPES.get(ch, ch) for ch in value) + '"'
+    return "[" + ", ".join(render_value(item) for item in value) + "]"
+
+
+def render_cfg(settings: Mapping[str, XlValue]) -> str:
+    """xl.cfg text that parses back to `settings`, one `KEY = VALUE` line each.
+    Raises ValueError for a key xl cannot read."""
+    lines = []
+    for key, value in settings.items():
+        if not _IDENT_RE.fullmatch(key):
+            raise ValueError(f"{key!r} is not a valid xl key")
+        lines.append(f"{key} = {render_value(value)}\n")
+    return "".join(lines)
