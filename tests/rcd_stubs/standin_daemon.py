@@ -1,0 +1,100 @@
+"""A stand-in for `xenreconcile`, for testing rc.d/xenreconcile before the real
+daemon can run in the test: only the behaviour the rc.d script relies on.
+
+    xenreconcile -c CONFIG [FLAGS ...] run | check
+
+Files next to CONFIG record what happened: `events` (one line per event:
+"started ARGS...", "hup", "term", "exit"), `monitors` (their pids, one a line).
+
+run: leaves a detached "monitor" grandchild as `xl create` does (its own
+session, orphaned; here a `sleep`), then waits for signals.  SIGHUP is recorded.
+SIGTERM is recorded, then the stand-in finishes like the daemon waiting for
+creates in flight: it exits 0 only once a file `release` exists next to CONFIG
+(or after 60 s), so a test decides how long "finishing" takes.
+
+check: exit 2 with a message on stderr when CONFIG contains "broken", else 0.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+FINISH_LIMIT = 60.0
+
+
+def record(directory: Path, event: str) -> None:
+    """Append one event line to the events file in directory."""
+    with open(directory / "events", "a", encoding="utf-8") as handle:
+        handle.write(event + "\n")
+
+
+def leave_monitor(directory: Path) -> None:
+    """Double-fork a detached process in its own session that outlives us."""
+    first = os.fork()
+    if first == 0:
+        os.setsid()
+        monitor = os.fork()
+        if monitor == 0:
+            os.execv("/bin/sleep", ["sleep", "600"])
+        with open(directory / "monitors", "a", encoding="ascii") as handle:
+            handle.write(f"{monitor}\n")
+        os._exit(0)
+    os.waitpid(first, 0)
+
+
+def finish(directory: Path) -> None:
+    """Wait until the test releases us (or the limit passes), then exit 0."""
+    deadline = time.monotonic() + FINISH_LIMIT
+    while not (directory / "release").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    record(directory, "exit")
+    sys.exit(0)
+
+
+def run(directory: Path, argv: list[str]) -> int:
+    """Act as the long-running daemon until SIGTERM."""
+    terminate = False
+
+    def on_term(_signum: int, _frame: object) -> None:
+        nonlocal terminate
+        terminate = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, lambda _n, _f: record(directory, "hup"))
+    leave_monitor(directory)
+    record(directory, "started " + " ".join(argv))
+    while not terminate:
+        time.sleep(0.05)
+    record(directory, "term")
+    finish(directory)
+    return 0
+
+
+def check(config: Path) -> int:
+    """Exit 2 for a config marked broken, else 0."""
+    if "broken" in config.read_text(encoding="utf-8"):
+        print(f"{config}: line 1: broken: unknown key", file=sys.stderr)
+        return 2
+    print(f"{config}: ok")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """Dispatch on the last argument (`run` or `check`)."""
+    if len(argv) < 3 or argv[0] != "-c":
+        print("usage: xenreconcile -c CONFIG [FLAGS ...] run|check", file=sys.stderr)
+        return 2
+    config = Path(argv[1])
+    if argv[-1] == "run":
+        return run(config.parent, argv)
+    if argv[-1] == "check":
+        return check(config)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
