@@ -97,15 +97,9 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
 
 def daemon_pid(config: Config) -> int | None:
     """The pid of the daemon that holds the state lock, or None if none runs."""
-    store = StateStore(config.state_dir)
     if not os.path.isdir(config.state_dir):
         return None
-    if store.try_lock():
-        store.unlock()
-        return None
-    status = read_status_file(config)
-    pid = status.get("daemon", {}).get("pid") if status else None
-    return int(pid) if pid else -1
+    return StateStore(config.state_dir).lock_holder()
 
 
 def read_status_file(config: Config) -> dict[str, Any] | None:

@@ -40,6 +40,7 @@ from xenreconcile.state import StateStore, read_boot_time
 from xenreconcile.watch import Watcher, WatchUnavailable, make_watcher
 from xenreconcile.xl import ToolstackError, XlRunner
 
+POLL_INTERVAL = 0.5  # the poll watcher's period: a change is seen within 1 s
 REQUEST_POLL = 0.5  # how often the loop looks for hold/release/retry requests
 LOCK_WAIT = 5.0  # how long start-up waits for a CLI command holding the state lock
 STATUS_FILE = "status.json"
@@ -409,7 +410,8 @@ class Daemon:
 
     def _on_event(self, event: Event) -> None:
         level, name = EVENT_LOG[event.kind]
-        getattr(self.log, level)(name, guest=event.name, error=event.error)
+        extra = {} if event.error is None else {"error": event.error}
+        getattr(self.log, level)(name, guest=event.name, **extra)
         if event.kind == EventKind.DIED_EARLY:
             self._log_retry(event.name, self.clock.time())
         if event.kind in NOTIFY_EVENTS:
@@ -478,10 +480,14 @@ class Daemon:
         if not self.use_watcher:
             return
         try:
-            self.watcher = make_watcher(self.config.watch, self.config.guests_dir)
+            self.watcher = make_watcher(
+                self.config.watch, self.config.guests_dir, poll_interval=POLL_INTERVAL, log=self._watch_log
+            )
         except WatchUnavailable as exc:
             self.log.warning("watch_unavailable", watch=self.config.watch, error=str(exc))
-            self.watcher = make_watcher("poll", self.config.guests_dir)
+            self.watcher = make_watcher(
+                "poll", self.config.guests_dir, poll_interval=POLL_INTERVAL, log=self._watch_log
+            )
         self.log.info("watching", watcher=self.watcher.name, guests_dir=self.config.guests_dir)
         self.watch_generation += 1
         generation, watcher = self.watch_generation, self.watcher
@@ -493,6 +499,9 @@ class Daemon:
                     self.wake.set()
 
         threading.Thread(target=watch, name="watcher", daemon=True).start()
+
+    def _watch_log(self, event: str, fields: dict[str, Any]) -> None:
+        self.log.info(event, **fields)
 
     def _close_watcher(self) -> None:
         self.watch_generation += 1

@@ -97,7 +97,8 @@ def status_table(doc: dict[str, Any]) -> str:
     """The human `status` output for a status document."""
     rows = []
     for g in doc["guests"]:
-        error = g["last_error"] or g["detail"] or ""
+        shown_detail = g["detail"] if g["state"] not in ("running", "drift") else None
+        error = g["last_error"] or shown_detail or ""
         rows.append(
             [
                 g["name"],

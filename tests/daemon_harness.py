@@ -1,0 +1,172 @@
+"""Run the real `xenreconcile` daemon process against the simulated xl in a temp dir.
+
+Tests wait for what they expect with `wait_for` (a deadline, never a bare sleep)
+and read the daemon's JSON log lines back as dicts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from xenreconcile.simxl import SimXl
+
+GUEST_CFG = 'name = "{name}"\ntype = "pv"\nkernel = "/boot/vmlinuz"\nmemory = 128\nvcpus = 1\n'
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.05) -> Any:
+    """Poll `predicate` until it returns something truthy; fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(step)
+
+
+class DaemonRun:
+    """A temp guests dir, state dir, log and config, a simulated xl, and the daemon."""
+
+    def __init__(self, root: Path, **config: Any) -> None:
+        self.root = root
+        self.guests_dir = root / "guests"
+        self.state_dir = root / "state"
+        self.log_file = root / "log" / "xenreconcile.log"
+        self.config_path = root / "xenreconcile.yaml"
+        self.guests_dir.mkdir(mode=0o755)
+        self.sim = SimXl(root / "xl")
+        self.config: dict[str, Any] = {
+            "guests_dir": str(self.guests_dir),
+            "xl": list(self.sim.command),
+            "state_dir": str(self.state_dir),
+            "log_file": str(self.log_file),
+            "log_format": "json",
+            "log_level": "debug",
+            "interval": "60s",
+            "missing_grace": "1s",
+            "stable_after": "2s",
+            "stop_timeout": "3s",
+            "backoff": {"initial": "0.5s", "multiplier": 2, "max": "10s", "jitter": 0},
+            **config,
+        }
+        self.write_config()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def write_config(self, **changes: Any) -> None:
+        """Write the config file with `changes` applied."""
+        self.config.update(changes)
+        self.config_path.write_text(yaml.safe_dump(self.config), encoding="utf-8")
+
+    def env(self) -> dict[str, str]:
+        """The daemon's environment: the simulated xl and its boot time."""
+        return {
+            **os.environ,
+            **self.sim.env(),
+            "XENRECONCILE_BOOT_TIME_FILE": str(self.sim.state_dir / "boottime"),
+        }
+
+    def add_guest(self, name: str, filename: str | None = None, text: str | None = None) -> Path:
+        """Drop a guest cfg atomically (write a dot-file, rename it in)."""
+        path = self.guests_dir / (filename or f"{name}.cfg")
+        temp = self.guests_dir / f".{path.name}.tmp"
+        temp.write_text(GUEST_CFG.format(name=name) if text is None else text, encoding="utf-8")
+        temp.chmod(0o644)
+        os.replace(temp, path)
+        return path
+
+    def cli(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """Run a `xenreconcile` command against this config."""
+        return subprocess.run(
+            [sys.executable, "-m", "xenreconcile", "-c", str(self.config_path), *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        """Start `xenreconcile run` and wait until it logged `started`."""
+        before = len(self.events("started"))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "xenreconcile", "-c", str(self.config_path), "run", *args],
+            env=self.env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.root / "daemon.stderr", "ab"),  # noqa: SIM115 - lives with the process
+        )
+        wait_for(lambda: len(self.events("started")) > before, 15, "the daemon to start")
+        return self.proc
+
+    def signal(self, sig: int) -> None:
+        """Send `sig` to the daemon."""
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 10) -> int:
+        """SIGTERM the daemon and wait for it; returns its exit code."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout)
+        self.proc = None
+        return code
+
+    def kill(self) -> None:
+        """Kill the daemon, its simulated xl monitors, whatever is left."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+        self.sim.kill_monitors()
+
+    def lines(self, path: Path | None = None) -> list[dict[str, Any]]:
+        """Every JSON log line the daemon wrote so far (to `path`, default the log)."""
+        try:
+            text = (path or self.log_file).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in text.splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+    def events(self, event: str, guest: str | None = None) -> list[dict[str, Any]]:
+        """Log lines with `event=event` (and `guest=guest` when given)."""
+        return [
+            e
+            for e in self.lines()
+            if e.get("event") == event and (guest is None or e.get("guest") == guest)
+        ]
+
+    def running(self) -> set[str]:
+        """Names the simulated xl lists, Domain-0 excluded."""
+        return {d.name for d in self.sim.domains() if d.name != "Domain-0"}
+
+    def status(self) -> dict[str, Any]:
+        """`status --json` parsed."""
+        out = self.cli("status", "--json")
+        doc: dict[str, Any] = json.loads(out.stdout)
+        return doc
+
+    def guest_state(self, name: str) -> str | None:
+        """The state `status --json` shows for `name`."""
+        for guest in self.status()["guests"]:
+            if guest["name"] == name:
+                return str(guest["state"])
+        return None

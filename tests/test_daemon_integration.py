@@ -1,0 +1,227 @@
+"""The real daemon process against the simulated xl, once per watcher.
+
+Each test starts `xenreconcile run` in a temp dir and observes it from outside:
+the simulated xl's domains and its log of invocations, the daemon's JSON log,
+and the CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.daemon_harness import DaemonRun, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["poll", "inotify"])
+def run(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DaemonRun]:
+    """A daemon set-up with the watcher under test; cleaned up afterwards."""
+    daemon_run = DaemonRun(tmp_path, watch=request.param)
+    try:
+        yield daemon_run
+    finally:
+        daemon_run.kill()
+
+
+def create_times(run: DaemonRun, name: str) -> list[float]:
+    """When the simulated xl was asked to create `name`."""
+    return [float(c["time"]) for c in run.sim.creates(name)]
+
+
+def test_boot_recovery_creates_every_guest_exactly_once(run: DaemonRun) -> None:
+    for name in ("alpha", "bravo", "charlie"):
+        run.add_guest(name)
+    run.start()
+    wait_for(lambda: run.running() == {"alpha", "bravo", "charlie"}, 20, "all three guests")
+    # Let a few more passes happen (files touched => passes) and check nothing is created twice.
+    run.add_guest("alpha")
+    wait_for(lambda: len(run.events("create_ok")) >= 3, 10, "three create_ok lines")
+    time.sleep(1.5)  # a window in which a duplicate create would show up
+    assert {n: len(run.sim.creates(n)) for n in ("alpha", "bravo", "charlie")} == {
+        "alpha": 1,
+        "bravo": 1,
+        "charlie": 1,
+    }
+    assert run.guest_state("alpha") == "running"
+
+
+def test_dropped_cfg_is_created_within_a_second(run: DaemonRun) -> None:
+    run.write_config(interval="60s")
+    run.start()
+    wait_for(lambda: run.events("watching"), 10, "the watcher to start")
+    time.sleep(0.3)  # let the first pass finish so only the watcher can trigger the next
+    dropped_at = time.time()
+    run.add_guest("newcomer")
+    started = wait_for(lambda: run.events("create_started", "newcomer"), 10, "create_started")
+    reaction = time.mktime(time.strptime(started[0]["timestamp"][:19], "%Y-%m-%dT%H:%M:%S"))
+    # The log timestamp has one-second resolution; the precise figure is in bench/ (P2).
+    assert reaction - dropped_at < 2.0
+    calls = create_times(run, "newcomer")
+    wait_for(lambda: create_times(run, "newcomer"), 5, "the create invocation")
+    calls = create_times(run, "newcomer")
+    assert calls[0] - dropped_at < 1.0, f"created {calls[0] - dropped_at:.2f}s after the drop"
+
+
+def test_destroyed_guest_is_recreated_after_missing_grace(run: DaemonRun) -> None:
+    run.write_config(interval="0.5s", missing_grace="2s")
+    run.add_guest("web")
+    run.start()
+    wait_for(lambda: "web" in run.running(), 15, "web to run")
+    wait_for(lambda: run.events("create_ok", "web"), 10, "create_ok")
+    time.sleep(2.5)  # past stable_after (2 s): a vanish now is not a failed create
+    destroyed_at = time.time()
+    run.sim.destroy("web")
+    wait_for(lambda: len(run.sim.creates("web")) == 2, 15, "the second create")
+    second = create_times(run, "web")[1]
+    assert second - destroyed_at >= 2.0, "recreated inside missing_grace"
+    assert run.events("guest_vanished", "web")
+    wait_for(lambda: "web" in run.running(), 10, "web to run again")
+
+
+def test_failed_creates_are_retried_with_growing_gaps(run: DaemonRun) -> None:
+    run.sim.set_faults(create_fail={"flaky": "kernel"})
+    run.add_guest("flaky")
+    run.start()
+    wait_for(lambda: len(run.sim.creates("flaky")) >= 4, 30, "four attempts")
+    times = create_times(run, "flaky")[:4]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    # backoff 0.5 s, x2, no jitter: gaps of about 0.5, 1, 2 s
+    assert gaps[0] < gaps[1] < gaps[2], gaps
+    failed = run.events("create_failed", "flaky")
+    assert failed[0]["exit_code"] == 3
+    assert "xc_dom_kernel_file failed" in failed[0]["stderr"]
+    assert failed[0]["xl_log"] == "/var/log/xen/xl-flaky.log"
+    assert run.events("retry_scheduled", "flaky")
+    doc = run.status()
+    entry = next(g for g in doc["guests"] if g["name"] == "flaky")
+    assert entry["state"] in ("backoff", "creating")
+    assert entry["attempts"] >= 3
+
+
+def test_invalid_and_duplicate_files_are_isolated(run: DaemonRun) -> None:
+    run.add_guest("good")
+    run.add_guest("broken", text='name = "broken"\nmemory = = 12\n')
+    run.add_guest("twin", filename="twin-a.cfg")
+    run.add_guest("twin", filename="twin-b.cfg")
+    run.start()
+    wait_for(lambda: "good" in run.running(), 15, "good to run")
+    wait_for(lambda: run.events("invalid_file"), 5, "invalid_file logged")
+    time.sleep(1)
+    assert run.running() == {"good"}
+    assert run.sim.creates("twin") == [] and run.sim.creates("broken") == []
+    invalid = run.events("invalid_file")
+    assert invalid[0]["file"].endswith("broken.cfg") and invalid[0]["line"] == 2
+    states = {g["name"]: g["state"] for g in run.status()["guests"]}
+    assert states["twin"] == "duplicate"
+    assert "invalid" in states.values()
+    result = run.cli("check")
+    assert result.returncode == 1
+    assert "broken.cfg" in result.stdout and "twin" in result.stdout
+
+
+def test_toolstack_down_means_no_creates_then_recovery(run: DaemonRun) -> None:
+    run.sim.set_faults(list_fail=True)
+    run.add_guest("one")
+    run.add_guest("two")
+    run.start()
+    wait_for(lambda: len(run.events("toolstack_error")) >= 1, 10, "toolstack_error")
+    wait_for(
+        lambda: len([c for c in run.sim.calls() if c["argv"][:1] == ["list"]]) >= 3,
+        15,
+        "three listing attempts",
+    )
+    assert run.sim.creates() == []
+    assert run.proc is not None and run.proc.poll() is None
+    run.sim.clear_faults()
+    wait_for(lambda: run.running() == {"one", "two"}, 30, "recovery")
+    assert run.events("toolstack_ready")
+
+
+def test_hold_and_release_from_the_cli_while_running(run: DaemonRun) -> None:
+    run.write_config(interval="0.5s", missing_grace="0.5s")
+    run.add_guest("db")
+    run.start()
+    wait_for(lambda: "db" in run.running(), 15, "db to run")
+    out = run.cli("hold", "db", "--reason", "disk swap")
+    assert out.returncode == 0 and "applied by the running daemon" in out.stdout
+    run.sim.destroy("db")
+    time.sleep(2.5)  # several passes and more than missing_grace
+    assert len(run.sim.creates("db")) == 1
+    assert run.guest_state("db") == "held"
+    out = run.cli("release", "db")
+    assert out.returncode == 0 and "applied by the running daemon" in out.stdout
+    wait_for(lambda: len(run.sim.creates("db")) == 2, 10, "db to be recreated")
+
+
+def test_migrated_away_guest_is_not_recreated(run: DaemonRun) -> None:
+    run.write_config(interval="0.3s", missing_grace="0.3s")
+    run.add_guest("mover")
+    run.start()
+    wait_for(lambda: "mover" in run.running(), 15, "mover to run")
+    run.sim.migrate_away("mover", seconds=1.0)
+    wait_for(lambda: run.events("guest_migrated", "mover"), 10, "guest_migrated")
+    time.sleep(1.5)
+    assert len(run.sim.creates("mover")) == 1
+    assert run.guest_state("mover") == "migrated"
+
+
+def test_sigterm_exits_zero_quickly_and_leaves_guests_running(run: DaemonRun) -> None:
+    run.add_guest("keep")
+    run.start()
+    wait_for(lambda: "keep" in run.running(), 15, "keep to run")
+    monitors = [d.monitor_pid for d in run.sim.domains() if d.name == "keep"]
+    started = time.monotonic()
+    assert run.stop() == 0
+    assert time.monotonic() - started < 5
+    assert "keep" in run.running()
+    assert monitors[0] is not None
+    os.kill(monitors[0], 0)  # the xl monitor process survives the daemon's stop
+    assert run.events("stopped")
+
+
+def test_sighup_with_a_broken_config_keeps_the_old_one(run: DaemonRun) -> None:
+    run.start()
+    run.config_path.write_text("interval: [not, a, duration\n", encoding="utf-8")
+    run.signal(signal.SIGHUP)
+    failed = wait_for(lambda: run.events("config_reload_failed"), 10, "config_reload_failed")
+    assert str(run.config_path) in failed[0]["error"]
+    run.add_guest("after")
+    wait_for(lambda: "after" in run.running(), 15, "a guest created after the bad reload")
+    assert run.proc is not None and run.proc.poll() is None
+
+
+def test_log_rotation_by_rename_keeps_logging(run: DaemonRun) -> None:
+    run.start()
+    rotated = run.log_file.with_name("xenreconcile.log.0")
+    os.rename(run.log_file, rotated)
+    run.add_guest("rotated")
+    wait_for(lambda: run.events("create_ok", "rotated"), 15, "create_ok in the new log file")
+    assert run.lines(rotated), "the old file keeps what was written before"
+
+
+def test_status_and_plan_json(run: DaemonRun) -> None:
+    run.add_guest("shown")
+    run.add_guest("waiting", text='name = "waiting"\nmemory = 64\n')
+    plan = run.cli("plan", "--json")
+    assert plan.returncode == 0, plan.stderr
+    doc = __import__("json").loads(plan.stdout)
+    assert sorted(c["name"] for c in doc["creates"]) == ["shown", "waiting"]
+    assert run.sim.creates() == [], "plan does nothing"
+    status = run.cli("status", "--json")
+    assert status.returncode == 1  # guests not running yet
+    sdoc = __import__("json").loads(status.stdout)
+    assert sdoc["daemon"]["running"] is False
+    assert {g["name"]: g["state"] for g in sdoc["guests"]} == {"shown": "pending", "waiting": "pending"}
+    run.start()
+    wait_for(lambda: run.running() == {"shown", "waiting"}, 15, "both running")
+    wait_for(lambda: run.guest_state("shown") == "running", 10, "status to say running")
+    sdoc = run.status()
+    assert sdoc["daemon"]["running"] is True and sdoc["daemon"]["pid"] == run.proc.pid  # type: ignore[union-attr]
+    assert run.cli("status").returncode == 0
