@@ -526,9 +526,13 @@ class KqueueWatcher(_EventWatcher):
         self._lost_fflags: int = api.KQ_NOTE_DELETE | api.KQ_NOTE_RENAME | api.KQ_NOTE_REVOKE
         self._dir_fd: int | None = None
         super().__init__(directory, poll_interval, log, settle, max_delay)
-        self._kq.control(
-            [api.kevent(self._waker.fd, filter=api.KQ_FILTER_READ, flags=api.KQ_EV_ADD)], 0, 0
-        )
+        try:  # the waker's pipe, so that `close` interrupts a blocked kevent()
+            self._kq.control(
+                [api.kevent(self._waker.fd, filter=api.KQ_FILTER_READ, flags=api.KQ_EV_ADD)], 0, 0
+            )
+        except OSError as err:
+            self._release()
+            raise WatchUnavailable(f"kqueue cannot register a wake-up pipe: {err}") from err
         self._start()
 
     def _open_watch(self) -> tuple[int, int]:
