@@ -10,6 +10,7 @@ status is 1 when the committed list differs from the schema's.
 
 from __future__ import annotations
 
+import importlib
 import re
 import sys
 import textwrap
@@ -36,7 +37,7 @@ def escape_text(text: str) -> str:
 
 def escape_argument(word: str) -> str:
     """Given one word of a macro argument, return it safe (never read as punctuation)."""
-    word = word.replace("\\", "\\e").replace('"', '\\(dq')
+    word = word.replace("\\", "\\e").replace('"', "\\(dq")
     return "\\&" + word if word in DELIMITERS else word
 
 
@@ -68,9 +69,10 @@ def describe(text: str) -> list[str]:
     opening = ""
     for index, part in enumerate(parts):
         if index % 2 == 0:
-            if index + 1 < len(parts) and part and part[-1] in OPENING:
-                opening, part = part[-1], part[:-1]
-            lines += text_lines(part)
+            plain = part
+            if index + 1 < len(parts) and plain and plain[-1] in OPENING:
+                opening, plain = plain[-1], plain[:-1]
+            lines += text_lines(plain)
             continue
         following = parts[index + 1]
         match = re.match(r"[.,:;)\]?!]+(?=\s|$)", following)
@@ -113,10 +115,11 @@ def replace_section(page: str, section: list[str]) -> str:
 
 def current_rows() -> list[tuple[str, str, str, str]]:
     """The rows of the config schema's option table."""
-    sys.path.insert(0, str(ROOT))
-    from xenreconcile.config import option_table
-
-    return option_table()
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    config = importlib.import_module("xenreconcile.config")
+    rows: list[tuple[str, str, str, str]] = config.option_table()
+    return rows
 
 
 def main(argv: Sequence[str]) -> int:
