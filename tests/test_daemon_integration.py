@@ -225,3 +225,44 @@ def test_status_and_plan_json(run: DaemonRun) -> None:
     sdoc = run.status()
     assert sdoc["daemon"]["running"] is True and sdoc["daemon"]["pid"] == run.proc.pid  # type: ignore[union-attr]
     assert run.cli("status").returncode == 0
+
+
+def test_dom0_reboot_clears_counters_and_keeps_holds(run: DaemonRun) -> None:
+    run.sim.set_faults(create_fail={"bad": "kernel"})
+    for name in ("good", "bad", "parked"):
+        run.add_guest(name)
+    assert run.cli("hold", "parked", "--reason", "maintenance").returncode == 0
+    run.start()
+    wait_for(lambda: len(run.sim.creates("bad")) >= 2, 15, "two failures of bad")
+    assert run.stop() == 0
+    run.sim.reboot()
+    run.sim.clear_faults()
+    run.start()
+    wait_for(lambda: run.running() == {"good", "bad"}, 15, "recovery after the reboot")
+    assert run.events("dom0_rebooted")
+    states = {g["name"]: g for g in run.status()["guests"]}
+    assert states["parked"]["state"] == "held"
+    assert states["bad"]["attempts"] == 0
+    assert run.sim.creates("parked") == []
+
+
+def test_notify_command_runs_on_give_up_and_recovery(run: DaemonRun, tmp_path: Path) -> None:
+    record = tmp_path / "notified.txt"
+    script = tmp_path / "notify.sh"
+    script.write_text(
+        '#!/bin/sh\necho "$XR_EVENT $XR_GUEST $XR_ERROR" >> "$1"\n', encoding="utf-8"
+    )
+    script.chmod(0o755)
+    run.write_config(
+        notify_command=[str(script), str(record)],
+        backoff={"initial": "0.2s", "multiplier": 1, "max": "1s", "jitter": 0, "give_up_after": 2},
+    )
+    run.sim.set_faults(create_fail={"sad": "kernel"})
+    run.add_guest("sad")
+    run.start()
+    wait_for(lambda: record.exists() and "gave_up sad" in record.read_text(), 15, "gave_up notice")
+    assert "xc_dom_kernel_file failed" in record.read_text() or "exited 3" in record.read_text()
+    assert run.guest_state("sad") == "failed"
+    run.sim.clear_faults()
+    assert run.cli("retry", "sad").returncode == 0
+    wait_for(lambda: "sad" in run.running(), 10, "sad created after retry")
