@@ -1,0 +1,150 @@
+"""The service files pass their system's own checkers: shellcheck for the rc.d
+script, systemd-analyze for the unit, mandoc for the man pages; the newsyslog
+entry and the unit agree with the config defaults."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RC_SCRIPT = ROOT / "rc.d" / "xenreconcile"
+UNIT = ROOT / "etc" / "systemd" / "xenreconcile.service"
+NEWSYSLOG = ROOT / "etc" / "newsyslog.conf.d" / "xenreconcile.conf"
+MAN_PAGES = {
+    "man8/xenreconcile.8": ROOT / "docs" / "man" / "xenreconcile.8",
+    "man5/xenreconcile.yaml.5": ROOT / "docs" / "man" / "xenreconcile.yaml.5",
+}
+
+
+def tool(name: str, package: str) -> str:
+    """The path of a checker program; skips the test when it is not installed."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} not installed (Debian package {package}; .ci/run installs it)")
+    return path
+
+
+def config_default(key: str) -> str:
+    """The default of a config key as the schema shows it."""
+    config = pytest.importorskip("xenreconcile.config")
+    return next(default for name, _, default, _ in config.option_table() if name == key)
+
+
+def seconds(duration: str) -> float:
+    """Seconds of a simple duration such as `15s`, `2m` or `90`."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smh]?)", duration)
+    assert match, duration
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+def unit_settings() -> dict[str, list[str]]:
+    """KEY=VALUE lines of the unit, values of repeated keys in order."""
+    settings: dict[str, list[str]] = {}
+    for line in UNIT.read_text(encoding="utf-8").splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            settings.setdefault(key, []).append(value)
+    return settings
+
+
+def test_rc_script_passes_shellcheck() -> None:
+    shellcheck = tool("shellcheck", "shellcheck")
+
+    result = subprocess.run(
+        [shellcheck, "-s", "sh", str(RC_SCRIPT)], capture_output=True, text=True, check=False
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_rc_script_declares_its_place_in_rcorder() -> None:
+    text = RC_SCRIPT.read_text(encoding="utf-8")
+
+    assert "# PROVIDE: xenreconcile\n" in text
+    assert "# REQUIRE: LOGIN xencommons\n" in text
+    assert "# KEYWORD: shutdown\n" in text
+
+
+def test_rc_script_never_kills_by_name_or_process_group() -> None:
+    code = [
+        line
+        for line in RC_SCRIPT.read_text(encoding="utf-8").splitlines()
+        if not line.lstrip().startswith("#")
+    ]
+
+    assert not [line for line in code if re.search(r"\b(pkill|killall)\b|kill\s+-\S*\s+-\d", line)]
+
+
+def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    analyze = tool("systemd-analyze", "systemd")
+    program = tmp_path / "xenreconcile"
+    program.write_text("#!/bin/sh\nexit 0\n")
+    program.chmod(0o755)
+    unit = tmp_path / "xenreconcile.service"
+    unit.write_text(
+        UNIT.read_text(encoding="utf-8").replace("/usr/local/bin/xenreconcile", str(program))
+    )
+    # Documentation= names man pages: let man(1) find ours.
+    for relative, page in MAN_PAGES.items():
+        (tmp_path / "man" / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(page, tmp_path / "man" / relative)
+
+    result = subprocess.run(
+        [analyze, "verify", str(unit)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "MANPATH": str(tmp_path / "man")},
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "xenreconcile.service" not in result.stderr, result.stderr
+
+
+def test_unit_leaves_xl_monitors_alone_and_outwaits_the_daemon() -> None:
+    settings = unit_settings()
+
+    assert settings["KillMode"] == ["process"]
+    assert settings["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    assert settings["Restart"] == ["on-failure"]
+    assert seconds(settings["TimeoutStopSec"][0]) > seconds(config_default("stop_timeout"))
+
+
+def test_newsyslog_entry_rotates_the_default_log_without_a_signal() -> None:
+    entries = [
+        line.split()
+        for line in NEWSYSLOG.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+
+    assert len(entries) == 1
+    path, owner, mode, count, size, when, flags = entries[0]
+    assert path == config_default("log_file")
+    assert owner == "root:wheel"
+    assert re.fullmatch(r"[0-7]{3}", mode)
+    assert int(count) > 0
+    assert size == "*" or int(size) > 0
+    assert when.startswith(("$", "@", "*")) or when.isdigit()
+    assert "N" in flags, "no signal: the daemon reopens a rotated log by itself"
+
+
+@pytest.mark.parametrize("page", MAN_PAGES.values(), ids=lambda page: page.name)
+def test_man_page_is_mandoc_lint_clean(page: Path) -> None:
+    mandoc = tool("mandoc", "mandoc")
+
+    result = subprocess.run(
+        [mandoc, "-Tlint", str(page)], capture_output=True, text=True, check=False
+    )
+
+    # Pages of other packages (xl(1), daemon(8), ...) need not be installed here.
+    messages = [
+        line
+        for line in (result.stdout + result.stderr).splitlines()
+        if "referenced manual not found" not in line
+    ]
+    assert messages == []
