@@ -56,6 +56,6 @@ stays, NAME--incoming exists for a while, as in the samples). Every invocation
 is logged to `STATE/calls.jsonl` (`SimXl.calls()`, `SimXl.creates(name)`).
 """
 
-from xenreconcile.simxl.api import SimDomain, SimXl
+from xenreconcile.simxl.api import SimDomain, SimXl, process_alive, wait_for, write_cfg
 
-__all__ = ["SimDomain", "SimXl"]
+__all__ = ["SimDomain", "SimXl", "process_alive", "wait_for", "write_cfg"]

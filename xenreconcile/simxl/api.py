@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -221,6 +222,54 @@ class SimXl:
         if dom is None:
             raise KeyError(f"no domain {name!r}")
         return dom
+
+
+def write_cfg(path: Path, name: str, **keys: str | int) -> Path:
+    """Write a minimal PV guest cfg called `name` (plus `keys`) to `path`; returns `path`."""
+    settings: dict[str, str | int] = {
+        "name": name,
+        "type": "pv",
+        "kernel": "/boot/vmlinuz",
+        "memory": 128,
+        "vcpus": 1,
+    }
+    settings.update(keys)
+    lines = [f"{k} = {v if isinstance(v, int) else _quoted(v)}" for k, v in settings.items()]
+    path = Path(path)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _quoted(value: str) -> str:
+    """An xl.cfg string literal for `value`."""
+    return f'"{value}"' if '"' not in value else f"'{value}'"
+
+
+def process_alive(pid: int) -> bool:
+    """True if `pid` exists and is not a zombie."""
+    stat = Path(f"/proc/{pid}/stat")
+    if Path("/proc/self/stat").exists():
+        try:
+            return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll `predicate` until it is true or `timeout` seconds passed; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def _is_simxl_process(pid: int) -> bool:
