@@ -7,6 +7,7 @@ and the CLI.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import time
@@ -91,7 +92,7 @@ def test_failed_creates_are_retried_with_growing_gaps(run: DaemonRun) -> None:
     run.start()
     wait_for(lambda: len(run.sim.creates("flaky")) >= 4, 30, "four attempts")
     times = create_times(run, "flaky")[:4]
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     # backoff 0.5 s, x2, no jitter: gaps of about 0.5, 1, 2 s
     assert gaps[0] < gaps[1] < gaps[2], gaps
     failed = run.events("create_failed", "flaky")
@@ -218,7 +219,10 @@ def test_status_and_plan_json(run: DaemonRun) -> None:
     assert status.returncode == 1  # guests not running yet
     sdoc = __import__("json").loads(status.stdout)
     assert sdoc["daemon"]["running"] is False
-    assert {g["name"]: g["state"] for g in sdoc["guests"]} == {"shown": "pending", "waiting": "pending"}
+    assert {g["name"]: g["state"] for g in sdoc["guests"]} == {
+        "shown": "pending",
+        "waiting": "pending",
+    }
     run.start()
     wait_for(lambda: run.running() == {"shown", "waiting"}, 15, "both running")
     wait_for(lambda: run.guest_state("shown") == "running", 10, "status to say running")
@@ -249,9 +253,7 @@ def test_dom0_reboot_clears_counters_and_keeps_holds(run: DaemonRun) -> None:
 def test_notify_command_runs_on_give_up_and_recovery(run: DaemonRun, tmp_path: Path) -> None:
     record = tmp_path / "notified.txt"
     script = tmp_path / "notify.sh"
-    script.write_text(
-        '#!/bin/sh\necho "$XR_EVENT $XR_GUEST $XR_ERROR" >> "$1"\n', encoding="utf-8"
-    )
+    script.write_text('#!/bin/sh\necho "$XR_EVENT $XR_GUEST $XR_ERROR" >> "$1"\n', encoding="utf-8")
     script.chmod(0o755)
     run.write_config(
         notify_command=[str(script), str(record)],

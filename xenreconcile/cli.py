@@ -17,6 +17,7 @@ from typing import Any
 from xenreconcile import __version__, control, logs, planner, report
 from xenreconcile.config import Config, ConfigError, load_config
 from xenreconcile.daemon import STATUS_FILE, Daemon, DaemonError, xl_command
+from xenreconcile.demo import run_demo
 from xenreconcile.guestdir import GuestDirScanner
 from xenreconcile.models import Domain, GuestState, Memory, Plan
 from xenreconcile.state import StateStore
@@ -40,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     run = commands.add_parser("run", help="run the daemon in the foreground")
-    run.add_argument("--once", action="store_true", help="one pass; exit 0 if all desired guests run")
+    run.add_argument(
+        "--once", action="store_true", help="one pass; exit 0 if all desired guests run"
+    )
     status = commands.add_parser("status", help="every guest: state, file, attempts, next retry")
     status.add_argument("--json", action="store_true", help="print the status document as JSON")
     commands.add_parser("check", help="validate the config and every guest cfg")
@@ -54,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("retry", "forget NAME's failures and try it at once"),
     ):
         commands.add_parser(op, help=text).add_argument("name", metavar="NAME")
-    demo = commands.add_parser("demo", help="the real daemon on a simulated xl: a Dom0 reboot and the recovery")
+    demo = commands.add_parser(
+        "demo", help="the real daemon on a simulated xl: a Dom0 reboot and the recovery"
+    )
     demo.add_argument("--keep", action="store_true", help="keep the demo's temp directory")
     return parser
 
@@ -63,8 +68,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command in `argv` (default: sys.argv); returns the exit code."""
     args = build_parser().parse_args(argv)
     if args.command == "demo":
-        from xenreconcile.demo import run_demo
-
         return run_demo(keep=args.keep)
     try:
         config = load_config(args.config)

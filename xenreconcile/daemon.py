@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from tenacity import RetryCallState, wait_exponential
@@ -83,6 +83,18 @@ class SystemClock:
         return event.wait(max(0.0, timeout))
 
 
+class Joinable(Protocol):
+    """A create in flight that can be waited for."""
+
+    def join(self, timeout: float | None = None) -> None: ...
+
+
+# Given a create and the callback to hand its result to, start it; returns a
+# handle to wait for. The default runs the xl adapter in a thread; tests and the
+# chaos soak pass one driven by a simulated world and a fake clock.
+CreateStarter = Callable[[CreateAction, Callable[[CreateResult], None]], Joinable]
+
+
 class DaemonError(Exception):
     """The daemon cannot start (state directory locked or unusable)."""
 
@@ -117,6 +129,7 @@ class Daemon:
     runner: Runner | None = None
     boot_time: Callable[[], float | None] = read_boot_time
     use_watcher: bool = True
+    create_starter: CreateStarter | None = None
 
     def __post_init__(self) -> None:
         self.log = logs.get_logger()
@@ -125,7 +138,7 @@ class Daemon:
         self.scanner = self._make_scanner()
         if self.runner is None:
             self.runner = self._make_runner()
-        self.in_flight: dict[str, threading.Thread] = {}
+        self.in_flight: dict[str, Joinable] = {}
         self.results: queue.SimpleQueue[tuple[CreateAction, CreateResult]] = queue.SimpleQueue()
         self.wake = threading.Event()
         self.stopping = False
@@ -249,8 +262,10 @@ class Daemon:
         if self.reload_wanted:
             self._reload()
         now = self.clock.time()
-        if self.pass_due or now >= self.next_pass_at or (
-            self.wake_at is not None and now >= self.wake_at
+        if (
+            self.pass_due
+            or now >= self.next_pass_at
+            or (self.wake_at is not None and now >= self.wake_at)
         ):
             self.run_pass(now)
         deadline = min(self.next_pass_at, now + REQUEST_POLL)
@@ -314,9 +329,7 @@ class Daemon:
             self.toolstack_failures += 1
             error = str(exc)
             if error != self.toolstack_error:
-                self.log.warning(
-                    "toolstack_error", error=error, failures=self.toolstack_failures
-                )
+                self.log.warning("toolstack_error", error=error, failures=self.toolstack_failures)
             else:
                 self.log.debug("toolstack_error", error=error, failures=self.toolstack_failures)
             self.toolstack_error = error
@@ -351,21 +364,34 @@ class Daemon:
         self.reported_invalid = current
 
     def _start_create(self, action: CreateAction) -> None:
+        self.log.info("create_started", guest=action.name, file=action.path)
+
+        def done(result: CreateResult) -> None:
+            self.results.put((action, result))
+            self.wake.set()
+
+        starter = self.create_starter or self._create_in_thread
+        self.in_flight[action.name] = starter(action, done)
+
+    def _create_in_thread(
+        self, action: CreateAction, done: Callable[[CreateResult], None]
+    ) -> threading.Thread:
+        """Run `xl create` for `action` in a daemon thread; `done` gets the result."""
         runner = self.runner
         assert runner is not None
-        self.log.info("create_started", guest=action.name, file=action.path)
 
         def work() -> None:
             try:
                 result = runner.create(action.path)
             except Exception as exc:  # a bug in the adapter must not kill the loop
-                result = CreateResult(ok=False, exit_code=None, stderr_tail=f"internal error: {exc!r}")
-            self.results.put((action, result))
-            self.wake.set()
+                result = CreateResult(
+                    ok=False, exit_code=None, stderr_tail=f"internal error: {exc!r}"
+                )
+            done(result)
 
         thread = threading.Thread(target=work, name=f"create-{action.name}", daemon=True)
-        self.in_flight[action.name] = thread
         thread.start()
+        return thread
 
     def _drain_results(self) -> None:
         while True:
@@ -380,7 +406,10 @@ class Daemon:
             )
             if result.ok:
                 self.log.info(
-                    "create_ok", guest=action.name, file=action.path, seconds=round(result.duration, 2)
+                    "create_ok",
+                    guest=action.name,
+                    file=action.path,
+                    seconds=round(result.duration, 2),
                 )
             else:
                 self.log.error(
@@ -481,7 +510,10 @@ class Daemon:
             return
         try:
             self.watcher = make_watcher(
-                self.config.watch, self.config.guests_dir, poll_interval=POLL_INTERVAL, log=self._watch_log
+                self.config.watch,
+                self.config.guests_dir,
+                poll_interval=POLL_INTERVAL,
+                log=self._watch_log,
             )
         except WatchUnavailable as exc:
             self.log.warning("watch_unavailable", watch=self.config.watch, error=str(exc))
@@ -542,6 +574,4 @@ class Daemon:
 
 def _with_state_dir(config: Config, state_dir: str) -> Config:
     """`config` with its state_dir replaced (frozen dataclass)."""
-    from dataclasses import replace
-
     return replace(config, state_dir=state_dir)

@@ -129,7 +129,10 @@ class Demo:
         """The scripted story; True when every step ended as expected."""
         ok = True
         want = set(GUESTS)
-        say(f"Dom0 has just booted. {len(GUESTS)} guest files in {self.root}/guests, no guests running:")
+        say(
+            f"Dom0 has just booted. {len(GUESTS)} guest files in {self.root}/guests,"
+            " no guests running:"
+        )
         for name in GUESTS:
             self.add_guest(name)
         show_listing(self.xl)

@@ -300,7 +300,7 @@ def _is_running(domain: Domain) -> bool:
 
 def _is_held(name: str, gm: GuestMemory, settings: PlannerSettings) -> bool:
     """True when the admin or the config holds `name`."""
-    return gm.held or settings.override(name).hold
+    return gm.held
 
 
 def _is_failed(gm: GuestMemory, settings: PlannerSettings) -> bool:

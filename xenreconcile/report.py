@@ -71,7 +71,7 @@ def plan_document(plan: Plan, *, now: float, toolstack_error: str | None) -> dic
 
 
 def humanize_in(seconds: float | None) -> str:
-    """"in 40s", "in 5m", "in 2h", "now", or "-" for None."""
+    """ "in 40s", "in 5m", "in 2h", "now", or "-" for None."""
     if seconds is None:
         return "-"
     if seconds < 1:
@@ -85,7 +85,9 @@ def humanize_in(seconds: float | None) -> str:
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Left-aligned columns; the last column is not padded."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
     lines = []
     for row in [headers, *rows]:
         cells = [c.ljust(w) for c, w in zip(row[:-1], widths[:-1], strict=True)]
@@ -123,14 +125,14 @@ def plan_text(doc: dict[str, Any]) -> str:
     """The human `plan` output for a plan document."""
     lines = []
     if not doc["toolstack"]["ok"]:
-        lines.append(f"toolstack error: {doc['toolstack']['error']}: the next pass would do nothing")
+        lines.append(
+            f"toolstack error: {doc['toolstack']['error']}: the next pass would do nothing"
+        )
     elif doc["creates"]:
         lines.extend(f"create {c['name']}  (xl create {c['file']})" for c in doc["creates"])
     else:
         lines.append("nothing to create")
-    waiting = [
-        g for g in doc["guests"] if g["state"] not in ("running", "pending", "creating")
-    ]
+    waiting = [g for g in doc["guests"] if g["state"] not in ("running", "pending", "creating")]
     lines.extend(
         f"{g['state']:<10} {g['name']}"
         + (f"  ({g['detail'] or g['last_error']})" if g["detail"] or g["last_error"] else "")
@@ -143,4 +145,3 @@ def is_problem(status: GuestStatus) -> bool:
     """True when `status` is not settled: a guest not running that should, or a
     file that cannot be used (exit code 1)."""
     return status.state not in SETTLED_STATES
-
