@@ -7,7 +7,9 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -148,3 +150,77 @@ def test_man_page_is_mandoc_lint_clean(page: Path) -> None:
         if "referenced manual not found" not in line
     ]
     assert messages == []
+
+
+PORT = ROOT / "ports" / "sysutils" / "py-xenreconcile"
+# PyPI project name -> FreeBSD port origin of its py- port.
+PORT_ORIGINS = {
+    "structlog": "devel/py-structlog",
+    "pyyaml": "devel/py-yaml",
+    "tenacity": "devel/py-tenacity",
+    "hatchling": "devel/py-hatchling",
+}
+
+
+def port_variable(name: str) -> str:
+    """The value of a variable of the port's Makefile, continuation lines joined."""
+    text = (PORT / "Makefile").read_text(encoding="utf-8").replace("\\\n", " ")
+    match = re.search(rf"^{name}=\s*(.*)$", text, flags=re.MULTILINE)
+    assert match, f"{name} not set in the port's Makefile"
+    return " ".join(match.group(1).split())
+
+
+def project() -> dict[str, Any]:
+    """The [project] and [build-system] tables of pyproject.toml."""
+    with open(ROOT / "pyproject.toml", "rb") as handle:
+        return tomllib.load(handle)
+
+
+def port_dependency(requirement: str) -> str:
+    """The ports tree spelling of a PEP 508 `name>=version` requirement."""
+    match = re.fullmatch(r"([A-Za-z0-9_.-]+)>=([0-9.]+)", requirement.strip())
+    assert match, requirement
+    name, minimum = match.group(1).lower(), match.group(2)
+    package = "yaml" if name == "pyyaml" else name
+    return f"${{PYTHON_PKGNAMEPREFIX}}{package}>={minimum}:{PORT_ORIGINS[name]}@${{PY_FLAVOR}}"
+
+
+def test_port_rc_script_is_the_source_trees_with_prefix() -> None:
+    expected = RC_SCRIPT.read_text(encoding="utf-8").replace("/usr/local", "%%PREFIX%%")
+
+    assert (PORT / "files" / "xenreconcile.in").read_text(encoding="utf-8") == expected, (
+        "regenerate: sed 's,/usr/local,%%PREFIX%%,g' rc.d/xenreconcile"
+        " > ports/sysutils/py-xenreconcile/files/xenreconcile.in"
+    )
+
+
+def test_port_depends_on_what_pyproject_requires() -> None:
+    metadata = project()
+    freebsd_requirements = [
+        requirement.split(";")[0]
+        for requirement in metadata["project"]["dependencies"]
+        if "linux" not in requirement
+    ]
+    run_depends = port_variable("RUN_DEPENDS").split()
+    build_depends = port_variable("BUILD_DEPENDS").split()
+
+    assert sorted(port_dependency(r) for r in freebsd_requirements) == sorted(
+        d for d in run_depends if d.startswith("${PYTHON_PKGNAMEPREFIX}")
+    )
+    assert [port_dependency(r) for r in metadata["build-system"]["requires"]] == build_depends
+    assert port_variable("DISTVERSION") == metadata["project"]["version"]
+    assert port_variable("USE_PYTHON").split() == ["autoplist", "pep517"]
+    assert port_variable("USE_RC_SUBR") == "xenreconcile"
+
+
+def test_port_installs_what_its_plist_lists() -> None:
+    plist = (PORT / "pkg-plist").read_text(encoding="utf-8").split("\n")
+    makefile = (PORT / "Makefile").read_text(encoding="utf-8")
+
+    assert "@sample etc/xenreconcile.yaml.sample" in plist
+    for page in MAN_PAGES:
+        assert f"share/man/{page}.gz" in plist
+        assert f"docs/man/{Path(page).name}" in makefile
+    assert "etc/newsyslog.conf.d/xenreconcile.conf" in plist
+    assert f"{NEWSYSLOG.relative_to(ROOT)}" in makefile
+    assert (ROOT / "etc" / "xenreconcile.yaml.sample").exists()
