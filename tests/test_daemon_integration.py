@@ -166,7 +166,7 @@ def test_migrated_away_guest_is_not_recreated(run: DaemonRun) -> None:
     run.add_guest("mover")
     run.start()
     wait_for(lambda: "mover" in run.running(), 15, "mover to run")
-    run.sim.migrate_away("mover", seconds=1.0)
+    run.sim.migrate_away("mover", seconds=3.0)  # real migrations take longer
     wait_for(lambda: run.events("guest_migrated", "mover"), 10, "guest_migrated")
     time.sleep(1.5)
     assert len(run.sim.creates("mover")) == 1
