@@ -30,10 +30,10 @@ RC_SCRIPT = ROOT / "rc.d" / "xenreconcile"
 RC_SUBR = STUBS / "rc.subr"
 FAKE_DAEMON = STUBS / "fake_daemon.py"
 
-# The daemon the script supervises. A stand-in for now: `xenreconcile run` is being
-# written. Switch to the real daemon here once it runs against the simulated xl: point
-# STAND_IN at the installed `xenreconcile` entry point, write a config with guests_dir,
-# xl (the simulated one) and state_dir in the temp dir, and read the events from its log.
+# The daemon the script supervises in most tests: a stand-in (tests/rcd_stubs), because
+# it lets a test hold the daemon in its graceful stop for as long as it likes, and
+# record signals exactly. test_real_daemon_under_the_rc_script at the end runs the real
+# `xenreconcile run` against the simulated xl under the same script.
 STAND_IN = STUBS / "standin_daemon.py"
 
 DEADLINE = 20.0
@@ -143,6 +143,7 @@ def install(
     flags: str = "",
     config_text: str = "interval: 30s\n",
     edit: Callable[[str], str] = lambda text: text,
+    program_text: str | None = None,
 ) -> Service:
     """Lay out a Service in root for the daemon(8) of `release`."""
     bin_dir = root / "bin"
@@ -151,7 +152,9 @@ def install(
     daemon = bin_dir / "daemon"
     daemon.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE_DAEMON}" "$@"\n')
     program = bin_dir / "xenreconcile"
-    program.write_text(f"#!{sys.executable}\n" + STAND_IN.read_text(encoding="utf-8"))
+    program.write_text(
+        f"#!{sys.executable}\n" + (program_text or STAND_IN.read_text(encoding="utf-8"))
+    )
     for path in (daemon, program):
         path.chmod(0o755)
     config = root / "xenreconcile.yaml"
@@ -364,3 +367,58 @@ def test_stop_waits_for_a_daemon_restarted_by_the_supervisor(
     assert not alive(second)
     assert not alive(supervisor)
     assert service.events().count("exit") == 2
+
+
+# What pip writes as the `xenreconcile` entry point, so ps(1) shows the daemon as
+# "<python> <program> ..." just as on an installed system.
+ENTRY_POINT = "import sys\nfrom xenreconcile.cli import main\nsys.exit(main())\n"
+
+
+def test_real_daemon_under_the_rc_script(services: Callable[..., Service], tmp_path: Path) -> None:
+    """The real `xenreconcile run` against the simulated xl, started and stopped by rc.d."""
+    simxl = pytest.importorskip("xenreconcile.simxl")
+    world = tmp_path / "world"
+    guests = world / "guests"
+    guests.mkdir(parents=True, mode=0o755)
+    guests.chmod(0o755)
+    sim = simxl.SimXl(world / "xl-state")
+    (world / "bin").mkdir()
+    xl = sim.write_wrapper(world / "bin" / "xl")
+    cfg = simxl.write_cfg(guests / "web.cfg", "web")
+    cfg.chmod(0o644)
+    log = world / "xenreconcile.log"
+    config = (
+        f"guests_dir: {guests}\nxl: {xl}\nstate_dir: {world / 'state'}\n"
+        f"log_file: {log}\ninterval: 5s\n"
+    )
+    service = services(14, config_text=config, program_text=ENTRY_POINT)
+    service.env.update(sim.env(), XENRECONCILE_BOOT_TIME_FILE=str(sim.state_dir / "boottime"))
+    try:
+        assert service.rc("start").returncode == 0
+        wait_until(service.child_pidfile.exists, "the daemon's pidfile")
+        supervisor = service.read_pid(service.supervisor_pidfile)
+        child = service.read_pid(service.child_pidfile)
+
+        def web_monitor() -> int | None:
+            return next((d.monitor_pid for d in sim.domains() if d.name == "web"), None)
+
+        wait_until(lambda: web_monitor() is not None, "the daemon to create the guest")
+        monitor = web_monitor()
+        assert monitor is not None
+        status = service.rc("status")
+        assert status.stdout.strip() == f"xenreconcile is running as pid {supervisor}."
+
+        assert service.rc("reload").returncode == 0
+        wait_until(lambda: "config_reloaded" in log.read_text(), "the daemon to reload")
+        assert alive(supervisor)
+        assert alive(child)
+
+        stop = service.rc("stop")
+
+        assert stop.returncode == 0, stop.stderr
+        assert not alive(child)
+        assert not alive(supervisor)
+        assert alive(monitor), "stopping the service killed the xl monitor process"
+        assert "web" in sim.names()
+    finally:
+        sim.kill_monitors()
