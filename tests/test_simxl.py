@@ -1,0 +1,233 @@
+"""The simulated xl itself: texts, exit codes, state, faults, monitors, the call log."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from xenreconcile.simxl import SimXl, process_alive, wait_for, write_cfg
+
+
+@dataclass(frozen=True)
+class Ran:
+    """How one simulated xl run ended."""
+
+    rc: int
+    out: str
+    err: str
+
+
+def run(sim: SimXl, *args: str, env: dict[str, str] | None = None) -> Ran:
+    """Run the simulated xl with `args`; output through files, since a monitor
+    left by `create` keeps the inherited descriptors open."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        rc = subprocess.call(
+            [*sim.command, *args], stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env
+        )
+        out.seek(0)
+        err.seek(0)
+        return Ran(rc, out.read().decode(), err.read().decode())
+
+
+def test_list_prints_the_real_header_and_rows(simxl: SimXl) -> None:
+    simxl.add_domain("guest1")
+    lines = run(simxl, "list").out.split("\n")
+    assert lines[0] == "Name                                        ID   Mem VCPUs\tState\tTime(s)"
+    assert lines[1].startswith(
+        "Domain-0                                     0  1024     2     r-----"
+    )
+    assert lines[2].startswith(
+        "guest1                                       1   128     1     -b----"
+    )
+    assert lines[3] == ""
+
+
+def test_create_prints_parsing_on_stderr_and_q_silences_it(simxl: SimXl, tmp_path: Path) -> None:
+    cfg = write_cfg(tmp_path / "a.cfg", "a")
+    assert run(simxl, "create", str(cfg)) == Ran(0, "", f"Parsing config from {cfg}\n")
+    assert run(simxl, "create", "-q", str(write_cfg(tmp_path / "b.cfg", "b"))) == Ran(0, "", "")
+    assert simxl.names() == ["a", "b"]
+
+
+def test_create_takes_name_overrides_and_list_continuations(simxl: SimXl, tmp_path: Path) -> None:
+    cfg = tmp_path / "g.cfg"
+    cfg.write_text(
+        'name = "guest1"\nmemory = 512\n# a comment\n\nvif = [ "bridge=xenbr0",\n'
+        '        "mac=00:16:3e:00:00:01" ]\ndisk = []\n'
+    )
+    assert run(simxl, "create", str(cfg), 'name="guest2"').rc == 0
+    assert [(d.name, d.mem) for d in simxl.domains()[1:]] == [("guest2", 512)]
+
+
+def test_create_without_a_name_is_refused(simxl: SimXl, tmp_path: Path) -> None:
+    cfg = tmp_path / "g.cfg"
+    cfg.write_text("memory = 128\n")
+    ran = run(simxl, "create", str(cfg))
+    assert (ran.rc, ran.err.splitlines()[-1]) == (1, "Domain name must be specified.")
+
+
+def test_destroy_and_domid_use_xls_texts(simxl: SimXl) -> None:
+    domid = simxl.add_domain("guest1")
+    assert run(simxl, "domid", "guest1") == Ran(0, f"{domid}\n", "")
+    assert run(simxl, "domid", "nosuch") == Ran(
+        1, "", "Can't get domid of domain name 'nosuch', maybe this domain does not exist.\n"
+    )
+    assert run(simxl, "destroy", "nosuch") == Ran(
+        1, "", "nosuch is an invalid domain identifier (rc=-6)\n"
+    )
+    by_id = run(simxl, "destroy", "4242")
+    assert by_id.rc == 1
+    assert by_id.err.splitlines()[-1] == "destroy failed (rc=-21)"
+    assert run(simxl, "destroy", "guest1") == Ran(0, "", "")
+    assert simxl.names() == []
+
+
+def test_unknown_command_fails(simxl: SimXl) -> None:
+    assert run(simxl, "frobnicate") == Ran(1, "", "command not implemented\n")
+
+
+def test_missing_state_dir_is_a_clear_error() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "SIMXL_STATE"}
+    ran = subprocess.run(
+        [sys.executable, "-m", "xenreconcile.simxl", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ran.returncode == 2
+    assert "SIMXL_STATE is not set" in ran.stderr
+
+
+def test_the_wrapper_runs_with_a_clean_environment(simxl: SimXl, tmp_path: Path) -> None:
+    simxl.add_domain("guest1")
+    xl = simxl.write_wrapper(tmp_path / "xl")
+    ran = subprocess.run(
+        [str(xl), "domid", "guest1"],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        check=False,
+    )
+    assert (ran.returncode, ran.stdout) == (0, b"1\n")
+
+
+def test_the_call_log_counts_creates_per_guest(simxl: SimXl, tmp_path: Path) -> None:
+    cfg = write_cfg(tmp_path / "g.cfg", "guest1")
+    run(simxl, "create", str(cfg))
+    run(simxl, "create", str(cfg))
+    run(simxl, "list")
+    creates = simxl.creates("guest1")
+    assert [c["rc"] for c in creates] == [0, 3]
+    assert all(c["argv"] == ["create", str(cfg)] for c in creates)
+    assert len(simxl.calls()) == 3
+    assert simxl.creates("other") == []
+
+
+def test_concurrent_creates_get_distinct_ids(simxl: SimXl, tmp_path: Path) -> None:
+    cfgs = [write_cfg(tmp_path / f"g{i}.cfg", f"g{i}") for i in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda cfg: run(simxl, "create", str(cfg)).rc, cfgs))
+    assert results == [0] * 8
+    domains = simxl.domains()[1:]
+    assert sorted(d.name for d in domains) == [f"g{i}" for i in range(8)]
+    assert sorted(d.domid for d in domains) == list(range(1, 9))
+
+
+# --- faults --------------------------------------------------------------------------------
+
+
+def test_seeded_failure_probability_is_reproducible(tmp_path: Path) -> None:
+    def outcomes(state: Path) -> list[int]:
+        sim = SimXl(state)
+        sim.set_faults(create_fail_probability=0.5, seed=7)
+        rcs = []
+        for i in range(12):
+            rcs.append(run(sim, "create", str(write_cfg(tmp_path / f"p{i}.cfg", f"p{i}"))).rc)
+        sim.kill_monitors()
+        return rcs
+
+    first = outcomes(tmp_path / "one")
+    assert first == outcomes(tmp_path / "two")
+    assert set(first) == {0, 3}
+
+
+def test_faults_change_between_invocations(simxl: SimXl) -> None:
+    simxl.set_faults(list_fail="boom")
+    assert run(simxl, "list") == Ran(1, "", "boom")
+    simxl.set_faults(list_fail=None)
+    assert run(simxl, "list").rc == 0
+    assert simxl.faults() == {}
+
+
+def test_parse_failure_fault_exits_1(simxl: SimXl, tmp_path: Path) -> None:
+    simxl.set_faults(create_fail={"*": "parse"})
+    ran = run(simxl, "create", str(write_cfg(tmp_path / "g.cfg", "g")))
+    assert ran.rc == 1
+    assert ran.err.splitlines()[-1] == "Failed to parse config: Invalid argument"
+
+
+def test_guest_vanishes_after_n_seconds_and_its_monitor_exits(simxl: SimXl, tmp_path: Path) -> None:
+    simxl.set_faults(die_after={"g": 0.3})
+    assert run(simxl, "create", str(write_cfg(tmp_path / "g.cfg", "g"))).rc == 0
+    monitor = simxl.domains()[1].monitor_pid
+    assert monitor is not None
+    assert wait_for(lambda: simxl.names() == [])
+    assert wait_for(lambda: not process_alive(monitor))
+
+
+def test_guest_crashes_and_stays_preserved(simxl: SimXl, tmp_path: Path) -> None:
+    simxl.set_faults(die_after=0.2, die_mode="crash")
+    assert run(simxl, "create", str(write_cfg(tmp_path / "g.cfg", "g"))).rc == 0
+    assert wait_for(lambda: simxl.domains()[1].state == "---sc-")
+    assert "---sc-" in run(simxl, "list").out
+
+
+def test_destroyed_guest_is_dying_for_a_while(simxl: SimXl) -> None:
+    simxl.set_faults(dying_for=0.5)
+    simxl.add_domain("g")
+    assert run(simxl, "destroy", "g").rc == 0
+    row = run(simxl, "list").out.splitlines()[2]
+    assert row.split()[1:5] == ["1", "0", "1", "-----d"]
+    assert wait_for(lambda: simxl.names() == [])
+
+
+def test_monitor_can_write_to_a_log_like_real_xl(simxl: SimXl, tmp_path: Path) -> None:
+    if not Path("/proc/self/fd").exists():
+        pytest.skip("needs /proc to look at a process's descriptors")
+    simxl.set_faults(monitor_fds="log")
+    assert run(simxl, "create", str(write_cfg(tmp_path / "g.cfg", "g"))).rc == 0
+    monitor = simxl.domains()[1].monitor_pid
+    log = simxl.state_dir / "xl-g.log"
+    assert wait_for(lambda: Path(f"/proc/{monitor}/fd/2").resolve() == log)
+
+
+def test_monitor_exits_when_the_state_dir_is_removed(tmp_path: Path) -> None:
+    sim = SimXl(tmp_path / "state")
+    assert run(sim, "create", str(write_cfg(tmp_path / "g.cfg", "g"))).rc == 0
+    monitor = sim.domains()[1].monitor_pid
+    assert monitor is not None
+    assert process_alive(monitor)
+    shutil.rmtree(sim.state_dir)
+    assert wait_for(lambda: not process_alive(monitor))
+
+
+def test_migrate_in_renames_the_incoming_domain(simxl: SimXl) -> None:
+    simxl.migrate_in("g", seconds=0.3)
+    assert simxl.names() == ["g--incoming"]
+    assert wait_for(lambda: simxl.names() == ["g"])
+
+
+def test_reboot_restarts_domain_ids(simxl: SimXl) -> None:
+    simxl.add_domain("a")
+    simxl.add_domain("b")
+    simxl.reboot()
+    assert simxl.names() == []
+    assert simxl.add_domain("c") == 1
