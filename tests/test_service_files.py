@@ -96,8 +96,11 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
         (tmp_path / "man" / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(page, tmp_path / "man" / relative)
 
+    # Without man(1) (Debian package man-db) the Documentation= check cannot run.
+    man_check = [] if shutil.which("man") else ["--man=no"]
+
     result = subprocess.run(
-        [analyze, "verify", str(unit)],
+        [analyze, "verify", *man_check, str(unit)],
         capture_output=True,
         text=True,
         check=False,
