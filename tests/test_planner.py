@@ -547,6 +547,13 @@ HOLD_AND_MIGRATION = {
         events=((E.RETURNED, "web"),),
         memory_after={"web": {"migrated": False}},
     ),
+    "migrated-listed-dying-has-not-returned": Case(
+        desired("web"),
+        listing(dom("web", "----d-")),
+        memory=mem(web=gm("web", migrated=True)),
+        states={"web": S.DYING},
+        memory_after={"web": {"migrated": True}},
+    ),
     "migrated-stays-migrated": Case(
         desired("web"),
         memory=mem(web=gm("web", migrated=True, seen_running=True)),
@@ -824,6 +831,12 @@ RECORD_FAILURES = {
         3,
         (E.GAVE_UP,),
     ),
+    "already-failed-no-second-gave-up": (
+        gm("web", attempts=3),
+        settings(backoff=Backoff(give_up_after=3)),
+        4,
+        (),
+    ),
     "first-failure-gives-up-at-once": (
         gm("web", seen_running=True),
         settings(backoff=Backoff(give_up_after=1)),
@@ -847,8 +860,9 @@ def test_failure_is_counted_and_scheduled(
     assert web.last_error == "xl create exited 3: libxl: error: disk missing"
     assert tuple(e.kind for e in events) == kinds
     assert all(e.name == "web" and e.error == web.last_error for e in events)
-    gave_up = E.GAVE_UP in kinds
-    expected = None if gave_up else NOW + retry_delay("web", attempts, config.backoff)
+    give_up_after = config.backoff.give_up_after
+    failed = 0 < give_up_after <= attempts
+    expected = None if failed else NOW + retry_delay("web", attempts, config.backoff)
     assert web.next_retry == expected
 
 
