@@ -1,0 +1,238 @@
+#!/bin/sh
+# The xenreconcile end-to-end scenario on real Xen (issue 7). Runs in Dom0, once per Dom0 boot.
+# Boot 1: S1 create all, S2 destroy -> recreate, S3 invalid cfg + failing create, S4 hold,
+#         S5 live migration to localhost, then `reboot -f`.
+# Boot 2: S6 the daemon starts again and recovers, S7 stopping it leaves the guests running.
+. "$XENLAB_SHARE/e2e/lib.sh"
+VENV=$XENLAB_SHARE/venv
+CONF=/etc/xenreconcile.yaml
+GUESTS_DIR=/etc/xen/guests
+LOG=/var/log/xen/xenreconcile.log
+PIDFILE=/run/xenreconcile.pid
+GRACE=5
+INTERVAL=3
+say "daemon scenario, boot $BOOT"
+
+write_config() {
+  cat > $CONF <<YAML
+guests_dir: $GUESTS_DIR
+xl: /usr/local/sbin/xl-audit
+state_dir: /var/lib/xenreconcile
+log_file: $LOG
+log_level: info
+interval: $INTERVAL
+missing_grace: $GRACE
+stable_after: 8
+xl_timeout: 60
+backoff:
+  initial: 8
+  multiplier: 2
+  max: 60
+  jitter: 1
+YAML
+}
+
+xr() { "$VENV/bin/xenreconcile" -c $CONF "$@"; }
+
+# Start the daemon detached, as a service manager would: own session, pidfile, no terminal.
+start_daemon() {
+  out=""
+  start-stop-daemon --help 2>&1 | grep -q -- '--output' && out="--output /var/log/xen/xenreconcile.stderr"
+  # shellcheck disable=SC2086
+  start-stop-daemon --start --background --make-pidfile --pidfile $PIDFILE $out \
+    --startas "$VENV/bin/xenreconcile" -- -c $CONF run
+}
+
+daemon_alive() { [ -f $PIDFILE ] && kill -0 "$(cat $PIDFILE)" 2>/dev/null; }
+
+# field NAME KEY: one field of guest NAME in `status --json` (empty when unknown)
+field() {
+  xr status --json > /tmp/status.json 2> /tmp/status.err
+  python3 "$E2E_DIR/statusq.py" field "$1" "$2" < /tmp/status.json 2>/dev/null
+}
+field_is() { [ "$(field "$1" "$2")" = "$3" ]; }
+attempts_at_least() { [ "$(field "$1" attempts)" -ge "$2" ] 2>/dev/null; }
+status_table() {
+  xr status --json > /tmp/status.json 2> /tmp/status.err
+  python3 "$E2E_DIR/statusq.py" table < /tmp/status.json | sed 's/^/INFO status: /'
+}
+recreated() { _id=$(domid_of "$1") && [ "$_id" != "$2" ]; }
+at_least() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a >= b) }'; }
+log_has() { grep -q -E "$1" $LOG 2>/dev/null; }
+
+s1_create_all() {
+  t0=$(now)
+  start_daemon
+  if wait_until 120 all_listed alpha bravo charlie; then
+    figure "boot1.daemon_start_to_all_running" "$(since "$t0")" s
+    pass "S1.create the daemon created alpha, bravo and charlie"
+  else
+    fail "S1.create guests listed after 120 s: $(domains | tr '\n' ' ')"
+  fi
+  check S1.daemon "the daemon is still running" daemon_alive
+  for g in alpha bravo charlie; do
+    check "S1.once.$g" "exactly one xl create of $g" [ "$(creates_since $g "$t0")" = 1 ]
+    check "S1.console.$g" "$g's console shows the guest's hello line" wait_until 60 console_has_hello $g
+    check "S1.status.$g" "status --json says $g is running" wait_until 15 field_is $g state running
+  done
+}
+
+s2_destroy_recreate() {
+  old=$(domid_of bravo)
+  xl destroy bravo
+  t=$(now)
+  if wait_until 90 recreated bravo "$old"; then
+    took=$(since "$t")
+    figure destroy_to_recreated "$took" s
+    pass "S2.recreate bravo recreated after xl destroy (domid $old -> $(domid_of bravo))"
+    check S2.grace "not recreated before missing_grace (${GRACE}s): took ${took}s" at_least "$took" $GRACE
+    check S2.once "exactly one xl create of bravo" [ "$(creates_since bravo "$t")" = 1 ]
+  else
+    fail "S2.recreate bravo not recreated within 90 s of xl destroy"
+  fi
+}
+
+s3_bad_cfgs() {
+  ids_before="$(domid_of alpha) $(domid_of bravo) $(domid_of charlie)"
+  t=$(now)
+  printf 'name = "broken"\ntype = "pv"\nthis is not valid\nmemory = 128\n' > $GUESTS_DIR/broken.cfg
+  write_guest $GUESTS_DIR nokernel /no/such/vmlinux
+  check S3.nokernel.failed "the missing-kernel guest's create failed and was recorded" \
+    wait_until 60 attempts_at_least nokernel 1
+  err=$(field nokernel last_error)
+  info "nokernel last_error: $err"
+  check S3.nokernel.status_error "status shows xl's own error text for nokernel" \
+    sh -c "echo '$err' | grep -q -E 'libxl: error|xc: error|exited 3'"
+  check S3.nokernel.log_error "the log has xl's stderr for nokernel" \
+    log_has "nokernel.*(libxl: error|xc: error)|(libxl: error|xc: error).*nokernel"
+  if log_has "failed to open file '/no/such/vmlinux'"; then
+    info "the log names the missing kernel file (xl's first error line)"
+  else
+    info "the log does not show xl's line naming the missing kernel file"
+  fi
+  check S3.nokernel.backoff "nokernel is in backoff with a next retry" \
+    sh -c "[ '$(field nokernel state)' = backoff ] && [ -n '$(field nokernel next_retry)' ]"
+  if wait_until 60 attempts_at_least nokernel 2; then
+    pass "S3.nokernel.retry a second attempt followed after the backoff"
+    gap=$(awk '$2 == "create" && index($0, "/nokernel.cfg") { t[n++] = $1 } END { if (n > 1) printf "%.1f", t[1] - t[0] }' \
+      /var/log/xen/xl-audit.log)
+    figure nokernel_first_retry_after "$gap" s
+  else
+    fail "S3.nokernel.retry no second attempt within 60 s"
+  fi
+  check S3.broken.invalid "status says broken.cfg is invalid" field_is broken state invalid
+  row=$(xr status --json 2>/dev/null | python3 "$E2E_DIR/statusq.py" table | grep -E 'broken' | head -1)
+  info "broken.cfg status: $row"
+  check S3.broken.line "status points at line 3 of broken.cfg" \
+    sh -c "echo '$row' | grep -q -E 'line=3|:3|line 3'"
+  check S3.broken.log "the log reports broken.cfg" log_has "broken\.cfg"
+  check S3.broken.not_created "broken.cfg was never given to xl create" [ "$(creates_since broken "$t")" = 0 ]
+  check S3.others "alpha, bravo and charlie kept running untouched" \
+    [ "$(domid_of alpha) $(domid_of bravo) $(domid_of charlie)" = "$ids_before" ]
+}
+
+s4_hold() {
+  check S4.hold "xenreconcile hold charlie exits 0" xr hold charlie --reason "e2e hold"
+  check S4.held "status says charlie is held" wait_until 10 field_is charlie state held
+  xl destroy charlie
+  t=$(now)
+  # absence is the point: give the daemon grace + two passes to (wrongly) recreate it
+  sleep $((GRACE + 2 * INTERVAL + 3))
+  check S4.not_recreated "held charlie was not recreated" not_listed charlie
+  check S4.no_create "no xl create of charlie after the hold" [ "$(creates_since charlie "$t")" = 0 ]
+  check S4.still_held "status still says held" field_is charlie state held
+}
+
+s5_migrate() {
+  # an ssh stand-in: drops the host argument and runs the rest here
+  printf '#!/bin/sh\nshift\nexec "$@"\n' > /usr/local/bin/xenlab-ssh
+  chmod 755 /usr/local/bin/xenlab-ssh
+  old=$(domid_of alpha)
+  t=$(now)
+  touch /run/sampling
+  (while [ -f /run/sampling ]; do echo "$(now) $(domains | tr '\n' ' ')"; sleep 0.2; done) > /tmp/migrate.samples &
+  xl migrate -s /usr/local/bin/xenlab-ssh alpha localhost > /tmp/migrate.out 2>&1
+  rc=$?
+  rm -f /run/sampling
+  wait
+  info "xl migrate alpha localhost exited $rc: $(tail -1 /tmp/migrate.out)"
+  incoming=$(grep -c 'alpha--incoming' /tmp/migrate.samples)
+  info "alpha--incoming seen in $incoming of $(wc -l < /tmp/migrate.samples) xl list samples"
+  figure migrate_incoming_seen_for "$(awk -v n="$incoming" 'BEGIN { printf "%.1f", n * 0.2 }')" s
+  # give the daemon grace + two passes to (wrongly) act on what it saw
+  sleep $((GRACE + 2 * INTERVAL + 2))
+  check S5.once "alpha is listed exactly once after the migration" [ "$(count_listed alpha)" = 1 ]
+  check S5.no_incoming "no alpha--incoming is left" not_listed alpha--incoming
+  check S5.no_create "the daemon ran no xl create of alpha during or after it" \
+    [ "$(creates_since alpha "$t")" = 0 ]
+  if [ $rc != 0 ]; then
+    check S5.same_domain "the failed migration left the original alpha (domid $old) running" \
+      [ "$(domid_of alpha)" = "$old" ]
+  fi
+  check S5.status "status says alpha is running" wait_until 15 field_is alpha state running
+}
+
+s6_after_reboot() {
+  check S6.clean "after the Dom0 reboot only Domain-0 is listed" [ "$(domains | tr '\n' ' ')" = "Domain-0 " ]
+  t0=$(now)
+  start_daemon
+  if wait_until 120 all_listed alpha bravo; then
+    figure "boot$BOOT.daemon_start_to_all_running" "$(since "$t0")" s
+    pass "S6.recreate the daemon recreated alpha and bravo after the Dom0 reboot"
+  else
+    fail "S6.recreate guests listed after 120 s: $(domains | tr '\n' ' ')"
+  fi
+  for g in alpha bravo; do
+    check "S6.once.$g" "exactly one xl create of $g in this boot" [ "$(creates_since $g "$t0")" = 1 ]
+  done
+  before=$(cat /var/lib/xenlab/nokernel-attempts 2>/dev/null || echo 0)
+  check S6.retried "nokernel was tried at once in this boot" wait_until 60 attempts_at_least nokernel 1
+  now_attempts=$(field nokernel attempts)
+  info "nokernel attempts: $before at the end of boot 1, $now_attempts after its first try in boot $BOOT"
+  check S6.counters_cleared "failure counters of boot 1 were cleared" \
+    [ "${now_attempts:-99}" -lt "$before" ]
+  sleep $((GRACE + INTERVAL))
+  check S6.held "held charlie stays down after the reboot" not_listed charlie
+  check S6.still_held "status still says charlie is held" field_is charlie state held
+  check S6.broken "broken.cfg is still invalid" field_is broken state invalid
+}
+
+s7_stop() {
+  pid=$(cat $PIDFILE)
+  check S7.stop "SIGTERM stops the daemon within 30 s" \
+    start-stop-daemon --stop --pidfile $PIDFILE --retry TERM/30
+  check S7.gone "the daemon process is gone" sh -c "! kill -0 $pid 2>/dev/null"
+  check S7.guests_stay "stopping the daemon left alpha and bravo running" all_listed alpha bravo
+}
+
+finish_boot() {
+  status_table
+  info "xl list: $(domains | tr '\n' ' ')"
+  echo "SCENARIO-END $BOOT"
+  save_logs
+}
+
+install_xl_audit
+if [ "$BOOT" = 1 ]; then
+  echo "EXPECT-BOOTS 2"
+  info "xenreconcile --version: $("$VENV/bin/xenreconcile" --version 2>&1 | tail -1)"
+  write_config
+  mkdir -p $GUESTS_DIR
+  chmod 755 $GUESTS_DIR
+  for g in alpha bravo charlie; do write_guest $GUESTS_DIR $g; done
+  s1_create_all
+  s2_destroy_recreate
+  s3_bad_cfgs
+  s4_hold
+  s5_migrate
+  field nokernel attempts > /var/lib/xenlab/nokernel-attempts
+  info "nokernel attempts before the reboot: $(cat /var/lib/xenlab/nokernel-attempts)"
+  finish_boot
+  sync
+  say "rebooting Dom0 (reboot -f)"
+  reboot -f
+else
+  s6_after_reboot
+  s7_stop
+  finish_boot
+fi
