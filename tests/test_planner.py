@@ -126,7 +126,7 @@ def check(case: Case) -> Plan:
     return result
 
 
-def cases(table: Mapping[str, Case]) -> Any:
+def cases(table: Mapping[str, Case]) -> pytest.MarkDecorator:
     """pytest parameters for a table of named cases."""
     return pytest.mark.parametrize("case", list(table.values()), ids=list(table))
 

@@ -60,7 +60,7 @@ def desired_states(draw: st.DrawFn) -> DesiredState:
     guests = tuple(DesiredGuest(n, f"/g/{n}.cfg", hashes[n]) for n in valid)
     rest = [n for n in NAMES if n not in valid]
     dups = draw(st.lists(st.sampled_from(rest), unique=True)) if rest else []
-    duplicates = {n: (f"/g/{n}-1.cfg", f"/g/{n}-2.cfg") for n in dups}
+    duplicates: dict[str, tuple[str, ...]] = {n: (f"/g/{n}-1.cfg", f"/g/{n}-2.cfg") for n in dups}
     invalid_names = draw(st.lists(st.sampled_from((*NAMES, None)), max_size=2))
     invalid = tuple(
         InvalidFile(f"/g/bad{i}.cfg", "bad", name=n, line=1) for i, n in enumerate(invalid_names)

@@ -33,7 +33,21 @@ count and is tried at once (also for a failed guest).
 
 Drift is known only for guests this daemon created: `created_hash` is forgotten
 when the guest is seen missing, so a guest somebody else started is never
-reported as drifted.
+reported as drifted. (A guest destroyed and recreated by hand between two passes
+is not seen missing and keeps being reported as drifted until we create it.)
+
+Other choices where SPEC is silent:
+
+* A held guest shows HELD even while it runs (the detail says it is listed); a
+  held guest that vanishes within `stable_after` is not counted as a failure.
+* A guest that vanishes while `NAME--migratedaway` or `NAME--incoming` is listed,
+  or after it was marked migrated, is neither VANISHED nor a failure.
+* Without a trusted listing: desired guests are UNKNOWN, except held (HELD) and
+  in-flight (CREATING) ones, which do not depend on the listing.
+* An unusable guests directory (`desired.error`): no creates, memory kept as it
+  is (a passing problem must not wipe backoff), listed domains shown UNMANAGED
+  with the reason.
+* A cfg whose name is `Domain-0` is shown INVALID and never created.
 """
 
 from __future__ import annotations
@@ -300,7 +314,7 @@ def _is_running(domain: Domain) -> bool:
 
 def _is_held(name: str, gm: GuestMemory, settings: PlannerSettings) -> bool:
     """True when the admin or the config holds `name`."""
-    return gm.held
+    return gm.held or settings.override(name).hold
 
 
 def _is_failed(gm: GuestMemory, settings: PlannerSettings) -> bool:
