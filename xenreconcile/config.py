@@ -200,7 +200,7 @@ OPTIONS: tuple[Option, ...] = (
         "log_file",
         Kind.LOG_PATH,
         "/var/log/xen/xenreconcile.log",
-        "Log file, reopened on SIGHUP (for newsyslog); `-` logs to stderr.",
+        "Log file; reopened by itself after rotation, and on SIGHUP; `-` logs to stderr.",
     ),
     Option(
         "log_format",
