@@ -264,7 +264,7 @@ def test_notify_command_runs_on_give_up_and_recovery(run: DaemonRun, tmp_path: P
     run.start()
     wait_for(lambda: record.exists() and "gave_up sad" in record.read_text(), 15, "gave_up notice")
     assert "xc_dom_kernel_file failed" in record.read_text() or "exited 3" in record.read_text()
-    assert run.guest_state("sad") == "failed"
+    wait_for(lambda: run.guest_state("sad") == "failed", 10, "status to say failed")
     run.sim.clear_faults()
     assert run.cli("retry", "sad").returncode == 0
     wait_for(lambda: "sad" in run.running(), 10, "sad created after retry")

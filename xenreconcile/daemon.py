@@ -32,6 +32,7 @@ from xenreconcile.models import (
     Domain,
     Event,
     EventKind,
+    GuestState,
     Memory,
     Plan,
 )
@@ -482,8 +483,19 @@ class Daemon:
         """Write the status document for `xenreconcile status` when it changed."""
         if self.last_plan is None:
             return
+        plan = self.last_plan
+        if self.in_flight:  # creates started by this very pass show as creating
+            plan = replace(
+                plan,
+                statuses=tuple(
+                    replace(st, state=GuestState.CREATING)
+                    if st.name in self.in_flight and st.state == GuestState.PENDING
+                    else st
+                    for st in plan.statuses
+                ),
+            )
         doc = report.status_document(
-            self.last_plan,
+            plan,
             now=now,
             daemon_pid=os.getpid(),
             toolstack_error=self.toolstack_error,
