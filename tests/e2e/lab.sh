@@ -275,7 +275,8 @@ cmd_boot() {
   local xen_cmdline="dom0_mem=1024M,max:1024M dom0_max_vcpus=2 console=com1 com1=115200,8n1"
   xen_cmdline+=" loglvl=all guest_loglvl=all console_timestamps=boot"
   local t0; t0=$(now)
-  qemu-system-x86_64 -accel tcg,thread=multi -cpu qemu64 -m 3072 -smp 2 \
+  # TCG only: /dev/kvm on the hosts this was built on cannot run Xen; -cpu max crashes Dom0
+  qemu-system-x86_64 -accel "tcg,thread=${XENLAB_TCG_THREAD:-multi}" -cpu qemu64 -m 3072 -smp "${XENLAB_SMP:-2}" \
     -nodefaults -no-user-config -display none -serial stdio -monitor none \
     -kernel "$OUT/xen" -append "$xen_cmdline" \
     -initrd "$OUT/vmlinuz $dom0_cmdline,$OUT/initrd.img" \

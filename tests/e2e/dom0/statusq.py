@@ -2,6 +2,7 @@
 
     statusq.py field NAME KEY    print KEY of guest NAME ("" when null; exit 1 when no such guest)
     statusq.py table             print every guest as one line of key=value pairs
+    statusq.py get A.B           print the value at a dotted path, e.g. daemon.running
 
 A guest is found by its name, or by the file name of one of its paths (invalid files may have
 no name). The status document is taken to be an object whose list values hold guest rows, or a
@@ -31,7 +32,7 @@ def matches(row: dict[str, Any], name: str) -> bool:
     """True when the row is guest `name` or one of its files is `name` or `name.cfg`."""
     if row.get("name") == name:
         return True
-    paths = row.get("paths") or ([row["path"]] if row.get("path") else [])
+    paths = row.get("files") or row.get("paths") or ([row["path"]] if row.get("path") else [])
     return any(os.path.basename(str(p)) in (name, f"{name}.cfg") for p in paths)
 
 
@@ -50,6 +51,12 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["table"]:
         for row in rows(document):
             print(" ".join(f"{key}={show(value)}" for key, value in row.items()))
+        return 0
+    if len(argv) == 2 and argv[0] == "get":
+        value = document
+        for key in argv[1].split("."):
+            value = value.get(key) if isinstance(value, dict) else None
+        print(show(value))
         return 0
     if len(argv) == 3 and argv[0] == "field":
         for row in rows(document):

@@ -58,6 +58,8 @@ status_table() {
 }
 recreated() { _id=$(domid_of "$1") && [ "$_id" != "$2" ]; }
 at_least() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a >= b) }'; }
+text_matches() { printf '%s\n' "$1" | grep -q -E "$2"; }
+in_backoff() { [ "$(field "$1" state)" = backoff ] && [ -n "$(field "$1" next_retry)" ]; }
 log_has() { grep -q -E "$1" $LOG 2>/dev/null; }
 
 s1_create_all() {
@@ -70,6 +72,9 @@ s1_create_all() {
     fail "S1.create guests listed after 120 s: $(domains | tr '\n' ' ')"
   fi
   check S1.daemon "the daemon is still running" daemon_alive
+  xr status --json > /tmp/status.json 2>/dev/null
+  check S1.status_daemon "status --json sees the running daemon" \
+    [ "$(python3 "$E2E_DIR/statusq.py" get daemon.running < /tmp/status.json)" = true ]
   for g in alpha bravo charlie; do
     check "S1.once.$g" "exactly one xl create of $g" [ "$(creates_since $g "$t0")" = 1 ]
     check "S1.console.$g" "$g's console shows the guest's hello line" wait_until 60 console_has_hello $g
@@ -102,7 +107,7 @@ s3_bad_cfgs() {
   err=$(field nokernel last_error)
   info "nokernel last_error: $err"
   check S3.nokernel.status_error "status shows xl's own error text for nokernel" \
-    sh -c "echo '$err' | grep -q -E 'libxl: error|xc: error|exited 3'"
+    text_matches "$err" 'libxl: error|xc: error|exited 3'
   check S3.nokernel.log_error "the log has xl's stderr for nokernel" \
     log_has "nokernel.*(libxl: error|xc: error)|(libxl: error|xc: error).*nokernel"
   if log_has "failed to open file '/no/such/vmlinux'"; then
@@ -111,7 +116,7 @@ s3_bad_cfgs() {
     info "the log does not show xl's line naming the missing kernel file"
   fi
   check S3.nokernel.backoff "nokernel is in backoff with a next retry" \
-    sh -c "[ '$(field nokernel state)' = backoff ] && [ -n '$(field nokernel next_retry)' ]"
+    in_backoff nokernel
   if wait_until 60 attempts_at_least nokernel 2; then
     pass "S3.nokernel.retry a second attempt followed after the backoff"
     gap=$(awk '$2 == "create" && index($0, "/nokernel.cfg") { t[n++] = $1 } END { if (n > 1) printf "%.1f", t[1] - t[0] }' \
@@ -124,7 +129,7 @@ s3_bad_cfgs() {
   row=$(xr status --json 2>/dev/null | python3 "$E2E_DIR/statusq.py" table | grep -E 'broken' | head -1)
   info "broken.cfg status: $row"
   check S3.broken.line "status points at line 3 of broken.cfg" \
-    sh -c "echo '$row' | grep -q -E 'line=3|:3|line 3'"
+    text_matches "$row" 'line=3|:3|line 3'
   check S3.broken.log "the log reports broken.cfg" log_has "broken\.cfg"
   check S3.broken.not_created "broken.cfg was never given to xl create" [ "$(creates_since broken "$t")" = 0 ]
   check S3.others "alpha, bravo and charlie kept running untouched" \
