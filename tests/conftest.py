@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import conftest_profiles  # noqa: F401 - registers the hypothesis `deep` profile
 from xenreconcile.simxl import SimXl
 
 
