@@ -1,0 +1,1 @@
+"""Benchmarks of xenreconcile, the simulated xl and the shipped peer: `python bench/run.py`."""
