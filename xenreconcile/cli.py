@@ -185,7 +185,8 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
         print(f"{config.guests_dir}: {desired.error}")
         problems += 1
     for bad in desired.invalid:
-        print(f"{bad.path}: {bad.reason}")
+        where = "".join(f":{n}" for n in (bad.line, bad.column) if n is not None)
+        print(f"{bad.path}{where}: {bad.reason}")
         problems += 1
     for name, paths in sorted(desired.duplicates.items()):
         print(f"duplicate guest name {name!r} in: {', '.join(paths)}")
