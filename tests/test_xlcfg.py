@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from xenreconcile.xlcfg import CfgError, XlCfg, guest_name, parse_cfg, render_cfg, render_value
+from xenreconcile.xlcfg import (
+    CfgError,
+    XlCfg,
+    XlValue,
+    guest_name,
+    parse_cfg,
+    render_cfg,
+    render_value,
+)
 
 DATA = Path(__file__).parent / "data" / "cfg"
 
@@ -325,7 +333,7 @@ def test_valid_guest_names(name: str) -> None:
 
 
 def test_render_round_trip_of_a_sample() -> None:
-    values = {
+    values: dict[str, XlValue] = {
         "name": 'we"ird\\na\tme\n',
         "memory": "512",
         "disk": ["a", ["b", []], ""],

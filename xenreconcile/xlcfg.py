@@ -67,7 +67,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import NamedTuple, TypeAlias
 
 from xenreconcile.models import DOM0_NAME, INCOMING_SUFFIX, MIGRATEDAWAY_SUFFIX
 
@@ -122,6 +122,19 @@ _STRING_RE = {
     "'": re.compile(r"'[^'\\\n]*(?:\\[^\n][^'\\\n]*)*'"),
     '"': re.compile(r'"[^"\\\n]*(?:\\[^\n][^"\\\n]*)*"'),
 }
+# The common tokens in one pattern: blanks, then a key, number, newline (or
+# comment and its newline), complete string or punctuation. Anything it does not
+# match (end of file, errors) goes through the character-by-character path.
+_TOKEN_RE = re.compile(
+    r"""[ \t]*(?:
+        (?P<key>[a-z][._0-9a-z]*)
+      | (?P<number>[0-9][0-9a-fx]*)
+      | (?P<newline>\n|\#[^\n]*\n)
+      | (?P<string>'[^'\\\n]*(?:\\[^\n][^'\\\n]*)*'|"[^"\\\n]*(?:\\[^\n][^"\\\n]*)*")
+      | (?P<punct>\+=|[=\[\],;])
+    )""",
+    re.VERBOSE,
+)
 _PYTHONISH = frozenset("+-.():")
 _SIMPLE_ESCAPES = {
     '"': '"',
@@ -138,8 +151,7 @@ _SIMPLE_ESCAPES = {
 _C_SPACE = frozenset(" \t\n\v\f\r")
 
 
-@dataclass(frozen=True, slots=True)
-class _Token:
+class _Token(NamedTuple):
     """One lexical token: its kind (one of the kinds above or the punctuation
     itself), its text (decoded for strings) and where it starts."""
 
@@ -178,11 +190,31 @@ class _Lexer:
 
     def next(self) -> _Token:
         """The next token; blanks are skipped, a comment ends in its newline token."""
+        match = _TOKEN_RE.match(self.text, self.pos)
+        if match is None:
+            return self._next_slowly()
+        kind = match.lastgroup
+        assert kind is not None  # the pattern ends in one named alternative
+        start, end = match.start(kind), match.end()
+        if kind == "key":
+            return self._token(_IDENT, match.group(kind), start, end)
+        if kind == "newline":
+            return self._newline(start, end)
+        if kind == "number":
+            self.number_end = end
+            return self._token(_NUMBER, match.group(kind), start, end)
+        if kind == "punct":
+            return self._token(match.group(kind), match.group(kind), start, end)
+        return self._string(self.text[start], start)
+
+    def _next_slowly(self) -> _Token:
+        """The next token, one character at a time: end of file and errors."""
         text = self.text
-        blanks = _BLANKS_RE.match(text, self.pos)
-        if blanks:
-            self.pos = blanks.end()
         pos = self.pos
+        if text.startswith((" ", "\t"), pos):
+            blanks = _BLANKS_RE.match(text, pos)
+            assert blanks is not None
+            pos = self.pos = blanks.end()
         if pos >= len(text):
             return self._token(_EOF, "", pos, pos)
         ch = text[pos]
