@@ -93,8 +93,10 @@ def test_failed_creates_are_retried_with_growing_gaps(run: DaemonRun) -> None:
     wait_for(lambda: len(run.sim.creates("flaky")) >= 4, 30, "four attempts")
     times = create_times(run, "flaky")[:4]
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    # backoff 0.5 s, x2, no jitter: gaps of about 0.5, 1, 2 s
-    assert gaps[0] < gaps[1] < gaps[2], gaps
+    delays = [e["delay"] for e in run.events("retry_scheduled", "flaky")][:3]
+    # backoff 0.5 s, x2, no jitter; each gap is that delay plus the failed create's own run time
+    assert delays == [0.5, 1.0, 2.0]
+    assert all(gap >= delay for gap, delay in zip(gaps, delays, strict=True)), (gaps, delays)
     failed = run.events("create_failed", "flaky")
     assert failed[0]["exit_code"] == 3
     assert "xc_dom_kernel_file failed" in failed[0]["stderr"]
