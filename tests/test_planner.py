@@ -394,11 +394,17 @@ FAILURES = {
             }
         },
     ),
-    "died-early-never-seen-still-failing": Case(
+    "died-early-again-is-not-failing-again": Case(
         desired("web"),
         memory=mem(web=gm("web", created_at=NOW - 10, attempts=2)),
         events=((E.DIED_EARLY, "web"),),
         memory_after={"web": {"attempts": 3}},
+    ),
+    "died-early-unseen-first-failure-is-failing": Case(
+        desired("web"),
+        memory=mem(web=gm("web", created_at=NOW - 1)),
+        events=((E.DIED_EARLY, "web"), (E.FAILING, "web")),
+        memory_after={"web": {"attempts": 1}},
     ),
     "died-after-stable-is-no-failure": Case(
         desired("web"),
@@ -824,6 +830,12 @@ RECORD_FAILURES = {
         1,
         (E.FAILING,),
     ),
+    "first-failure-inside-stable-window": (
+        gm("web", created_at=NOW - 5),
+        PlannerSettings(),
+        1,
+        (E.FAILING,),
+    ),
     "later-failure": (gm("web", attempts=2, seen_running=True), PlannerSettings(), 3, ()),
     "reaching-give-up": (
         gm("web", attempts=2),
@@ -947,3 +959,50 @@ def test_after_restart_a_missing_guest_is_created_without_grace() -> None:
     assert [c.name for c in run(Case(desired("web"), memory=forget_runtime(memory))).creates] == [
         "web"
     ]
+
+
+def test_planner_reads_no_clock_and_no_global_random(monkeypatch: pytest.MonkeyPatch) -> None:
+    def forbidden(*_args: object) -> float:
+        raise AssertionError("the planner must not read the clock or the global random")
+
+    for target in ("time.time", "random.random", "random.uniform"):
+        monkeypatch.setattr(target, forbidden)
+    memory = mem(web=gm("web", seen_running=True, created_at=NOW - 5))
+    result = run(Case(desired("web", "db"), memory=memory))
+    record_create(result.memory, ACTION, FAIL, NOW, PlannerSettings())
+    assert [e.kind for e in result.events] == [E.VANISHED, E.DIED_EARLY, E.FAILING]
+
+
+def test_story_of_a_crashing_guest() -> None:
+    """Seen running, vanishes, grace, recreated, dies early, backoff, recreated,
+    stays up: each step's decision and event."""
+    config = PlannerSettings()
+    scan = desired("web")
+    action = CreateAction("web", "/guests/web.cfg", "hash-web")
+
+    def step(memory: Memory, listed: tuple[Domain, ...], now: float) -> Plan:
+        return plan(scan, listed, memory, (), now, config)
+
+    up = step(Memory(), listing("web"), NOW)
+    assert [s.state for s in up.statuses] == [S.RUNNING]
+    gone = step(up.memory, listing(), NOW + 30)
+    assert ([e.kind for e in gone.events], gone.creates) == ([E.VANISHED], ())
+    assert gone.wake_at == NOW + 35
+    again = step(gone.memory, listing(), NOW + 35)
+    assert [c.name for c in again.creates] == ["web"]
+    memory, _ = record_create(again.memory, action, OK, NOW + 36, config)
+    back = step(memory, listing("web"), NOW + 40)
+    assert (back.events, back.wake_at) == ((), NOW + 96)
+    died = step(back.memory, listing(), NOW + 50)
+    assert [e.kind for e in died.events] == [E.VANISHED, E.DIED_EARLY, E.FAILING]
+    next_retry = died.memory.guests["web"].next_retry
+    assert next_retry == NOW + 50 + retry_delay("web", 1, config.backoff)
+    assert died.wake_at == next_retry
+    retried = step(died.memory, listing(), next_retry)
+    assert [c.name for c in retried.creates] == ["web"]
+    memory, _ = record_create(retried.memory, action, OK, next_retry + 1, config)
+    young = step(memory, listing("web"), next_retry + 30)
+    assert (young.events, young.wake_at) == ((), next_retry + 61)
+    stable = step(young.memory, listing("web"), next_retry + 61)
+    assert [e.kind for e in stable.events] == [E.RECOVERED]
+    assert stable.memory.guests["web"].attempts == 0
