@@ -270,10 +270,9 @@ def test_memory_forgets_names_that_matter_no_more(world: World) -> None:
 @given(worlds())
 def test_guests_created_now_show_pending(world: World) -> None:
     result = world.run()
-    created = {c.name for c in result.creates}
-    for status in result.statuses:
-        if status.name in created:
-            assert status.state is GuestState.PENDING
+    rows = {(s.name, s.paths): s.state for s in result.statuses}
+    for create in result.creates:
+        assert rows[(create.name, (create.path,))] is GuestState.PENDING
 
 
 # --- simulation: with creates that always work, everything ends up running ----------------------
