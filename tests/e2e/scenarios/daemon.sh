@@ -25,7 +25,7 @@ missing_grace: $GRACE
 stable_after: 8
 xl_timeout: 60
 backoff:
-  initial: 8
+  initial: 15
   multiplier: 2
   max: 60
   jitter: 1
@@ -45,21 +45,30 @@ start_daemon() {
 
 daemon_alive() { [ -f $PIDFILE ] && kill -0 "$(cat $PIDFILE)" 2>/dev/null; }
 
-# field NAME KEY: one field of guest NAME in `status --json` (empty when unknown)
-field() {
-  xr status --json > /tmp/status.json 2> /tmp/status.err
-  python3 "$E2E_DIR/statusq.py" field "$1" "$2" < /tmp/status.json 2>/dev/null
-}
+# `status --json` is slow under emulation: refresh it once, then read fields from /tmp/status.json
+refresh() { xr status --json > /tmp/status.json 2> /tmp/status.err; [ -s /tmp/status.json ]; }
+# cached NAME KEY: one field of guest NAME in the last status (empty when unknown)
+cached() { python3 "$E2E_DIR/statusq.py" field "$1" "$2" < /tmp/status.json 2>/dev/null; }
+cached_is() { [ "$(cached "$1" "$2")" = "$3" ]; }
+# field NAME KEY: the same from a fresh status
+field() { refresh && cached "$1" "$2"; }
 field_is() { [ "$(field "$1" "$2")" = "$3" ]; }
 attempts_at_least() { [ "$(field "$1" attempts)" -ge "$2" ] 2>/dev/null; }
+# states_are STATE NAME...: a fresh status shows every NAME in STATE
+states_are() {
+  _want=$1
+  shift
+  refresh || return 1
+  for _g in "$@"; do cached_is "$_g" state "$_want" || return 1; done
+}
 status_table() {
-  xr status --json > /tmp/status.json 2> /tmp/status.err
+  refresh
   python3 "$E2E_DIR/statusq.py" table < /tmp/status.json | sed 's/^/INFO status: /'
 }
 recreated() { _id=$(domid_of "$1") && [ "$_id" != "$2" ]; }
 at_least() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a >= b) }'; }
 text_matches() { printf '%s\n' "$1" | grep -q -E "$2"; }
-in_backoff() { [ "$(field "$1" state)" = backoff ] && [ -n "$(field "$1" next_retry)" ]; }
+in_backoff() { cached_is "$1" state backoff && [ -n "$(cached "$1" next_retry)" ]; }
 log_has() { grep -q -E "$1" $LOG 2>/dev/null; }
 
 s1_create_all() {
@@ -72,14 +81,15 @@ s1_create_all() {
     fail "S1.create guests listed after 120 s: $(domains | tr '\n' ' ')"
   fi
   check S1.daemon "the daemon is still running" daemon_alive
-  xr status --json > /tmp/status.json 2>/dev/null
+  refresh
   check S1.status_daemon "status --json sees the running daemon" \
     [ "$(python3 "$E2E_DIR/statusq.py" get daemon.running < /tmp/status.json)" = true ]
   for g in alpha bravo charlie; do
     check "S1.once.$g" "exactly one xl create of $g" [ "$(creates_since $g "$t0")" = 1 ]
     check "S1.console.$g" "$g's console shows the guest's hello line" wait_until 60 console_has_hello $g
-    check "S1.status.$g" "status --json says $g is running" wait_until 15 field_is $g state running
   done
+  check S1.status "status --json says alpha, bravo and charlie are running" \
+    wait_until 60 states_are running alpha bravo charlie
 }
 
 s2_destroy_recreate() {
@@ -104,7 +114,8 @@ s3_bad_cfgs() {
   write_guest $GUESTS_DIR nokernel /no/such/vmlinux
   check S3.nokernel.failed "the missing-kernel guest's create failed and was recorded" \
     wait_until 60 attempts_at_least nokernel 1
-  err=$(field nokernel last_error)
+  refresh
+  err=$(cached nokernel last_error)
   info "nokernel last_error: $err"
   check S3.nokernel.status_error "status shows xl's own error text for nokernel" \
     text_matches "$err" 'libxl: error|xc: error|exited 3'
@@ -125,8 +136,8 @@ s3_bad_cfgs() {
   else
     fail "S3.nokernel.retry no second attempt within 60 s"
   fi
-  check S3.broken.invalid "status says broken.cfg is invalid" field_is broken state invalid
-  row=$(xr status --json 2>/dev/null | python3 "$E2E_DIR/statusq.py" table | grep -E 'broken' | head -1)
+  check S3.broken.invalid "status says broken.cfg is invalid" cached_is broken state invalid
+  row=$(python3 "$E2E_DIR/statusq.py" table < /tmp/status.json | grep -E 'broken' | head -1)
   info "broken.cfg status: $row"
   check S3.broken.line "status points at line 3 of broken.cfg" \
     text_matches "$row" 'line=3|:3|line 3'
@@ -138,7 +149,7 @@ s3_bad_cfgs() {
 
 s4_hold() {
   check S4.hold "xenreconcile hold charlie exits 0" xr hold charlie --reason "e2e hold"
-  check S4.held "status says charlie is held" wait_until 10 field_is charlie state held
+  check S4.held "status says charlie is held" wait_until 30 field_is charlie state held
   xl destroy charlie
   t=$(now)
   # absence is the point: give the daemon grace + two passes to (wrongly) recreate it
@@ -174,7 +185,7 @@ s5_migrate() {
     check S5.same_domain "the failed migration left the original alpha (domid $old) running" \
       [ "$(domid_of alpha)" = "$old" ]
   fi
-  check S5.status "status says alpha is running" wait_until 15 field_is alpha state running
+  check S5.status "status says alpha is running" wait_until 30 field_is alpha state running
 }
 
 s6_after_reboot() {
@@ -192,14 +203,15 @@ s6_after_reboot() {
   done
   before=$(cat /var/lib/xenlab/nokernel-attempts 2>/dev/null || echo 0)
   check S6.retried "nokernel was tried at once in this boot" wait_until 60 attempts_at_least nokernel 1
-  now_attempts=$(field nokernel attempts)
+  now_attempts=$(cached nokernel attempts)
   info "nokernel attempts: $before at the end of boot 1, $now_attempts after its first try in boot $BOOT"
   check S6.counters_cleared "failure counters of boot 1 were cleared" \
     [ "${now_attempts:-99}" -lt "$before" ]
   sleep $((GRACE + INTERVAL))
   check S6.held "held charlie stays down after the reboot" not_listed charlie
-  check S6.still_held "status still says charlie is held" field_is charlie state held
-  check S6.broken "broken.cfg is still invalid" field_is broken state invalid
+  refresh
+  check S6.still_held "status still says charlie is held" cached_is charlie state held
+  check S6.broken "broken.cfg is still invalid" cached_is broken state invalid
 }
 
 s7_stop() {
