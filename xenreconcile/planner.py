@@ -176,7 +176,8 @@ def _observe(guest: DesiredGuest, gm: GuestMemory, ctx: _Pass) -> GuestMemory:
     if gm.cfg_hash is not None and gm.cfg_hash != guest.cfg_hash:
         gm = replace(gm, attempts=0, next_retry=None, last_error=None, created_at=None)
         ctx.event(EventKind.FILE_CHANGED, guest.name)
-    gm = replace(gm, cfg_hash=guest.cfg_hash)
+    if gm.cfg_hash != guest.cfg_hash:
+        gm = replace(gm, cfg_hash=guest.cfg_hash)
     domain = ctx.listed.get(guest.name)
     gm = _observe_migration(guest.name, gm, domain, ctx)
     if domain is not None:
@@ -206,7 +207,9 @@ def _observe_migration(
 def _observe_listed(name: str, gm: GuestMemory, domain: Domain, ctx: _Pass) -> GuestMemory:
     """A listed guest: seen, not missing; a create that stayed up `stable_after`
     resets the failure count."""
-    gm = replace(gm, seen_running=True, missing_since=None)
+    if not gm.seen_running or gm.missing_since is not None:
+        # Copy only when something changes: this runs for every listed guest every pass.
+        gm = replace(gm, seen_running=True, missing_since=None)
     if gm.created_at is None or not _is_running(domain):
         return gm
     stable_at = gm.created_at + ctx.settings.stable_after
@@ -223,7 +226,8 @@ def _observe_missing(name: str, gm: GuestMemory, ctx: _Pass) -> GuestMemory:
     seen running, and count a failure if it died within `stable_after` of its create."""
     if ctx.migrating(name) or gm.migrated:
         return replace(gm, created_at=None, created_hash=None)
-    gm = replace(gm, created_hash=None)
+    if gm.created_hash is not None:
+        gm = replace(gm, created_hash=None)
     if gm.seen_running and gm.missing_since is None:
         gm = replace(gm, missing_since=ctx.now)
         ctx.event(EventKind.VANISHED, name)
