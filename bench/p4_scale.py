@@ -32,13 +32,19 @@ def listing_text(names: list[str]) -> str:
     return "\n".join([HEADER, *rows]) + "\n"
 
 
-def timed(func: Callable[[], object], repeat: int) -> float:
-    """The median wall time of `repeat` calls of `func`, in seconds."""
-    times = []
+CPU_TIMES: dict[str, float] = {}  # the median CPU time of the last `timed` call per label
+
+
+def timed(func: Callable[[], object], repeat: int, label: str = "") -> float:
+    """The median wall time of `repeat` calls of `func`, in seconds; the median
+    process CPU time goes to CPU_TIMES[label] (steadier on a loaded machine)."""
+    times, cpu = [], []
     for _ in range(repeat):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         func()
         times.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - cpu_started)
+    CPU_TIMES[label] = median(cpu)
     return median(times)
 
 
@@ -66,17 +72,19 @@ def measure(size: int, repeat: int, root: Path) -> dict[str, Any]:
     text = listing_text(names)
     domains = parse_xl_list(text)
 
-    cold_scan = timed(lambda: GuestDirScanner(str(guests_dir)).scan(), repeat)
-    parse_only = timed(lambda: [xlcfg.parse_cfg(t, p) for p, t in texts], repeat)
-    list_parse = timed(lambda: parse_xl_list(text), repeat)
+    cold_scan = timed(lambda: GuestDirScanner(str(guests_dir)).scan(), repeat, "cold_scan")
+    parse_only = timed(lambda: [xlcfg.parse_cfg(t, p) for p, t in texts], repeat, "cfg_parse_only")
+    list_parse = timed(lambda: parse_xl_list(text), repeat, "xl_list_parse")
 
     scanner = GuestDirScanner(str(guests_dir))
     settings = Config().planner_settings()
     first = planner.plan(scanner.scan(), domains, Memory(), (), time.time(), settings)
     memory = first.memory
-    scan_only = timed(scanner.scan, repeat)
+    scan_only = timed(scanner.scan, repeat, "unchanged_scan")
     plan_only = timed(
-        lambda: planner.plan(scanner.scan(), domains, memory, (), time.time(), settings), repeat
+        lambda: planner.plan(scanner.scan(), domains, memory, (), time.time(), settings),
+        repeat,
+        "unchanged_scan_plan",
     )
     daemon = Daemon(
         Config(
@@ -90,7 +98,7 @@ def measure(size: int, repeat: int, root: Path) -> dict[str, Any]:
     )
     daemon.start()
     daemon.run_pass(time.time())
-    full_pass = timed(lambda: daemon.run_pass(time.time()), repeat)
+    full_pass = timed(lambda: daemon.run_pass(time.time()), repeat, "unchanged_daemon_pass")
     daemon.store.unlock()
     return {
         "size": size,
@@ -101,6 +109,7 @@ def measure(size: int, repeat: int, root: Path) -> dict[str, Any]:
         "unchanged_daemon_pass": full_pass,
         "xl_list_parse": list_parse,
         "xl_list_subprocess": _simxl_list_time(root, names, max(3, repeat // 4)),
+        "cpu": dict(CPU_TIMES),
     }
 
 

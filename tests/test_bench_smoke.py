@@ -94,6 +94,7 @@ def test_p4_has_every_figure_for_every_size(tiny_run: tuple[dict[str, Any], str]
     for entry in sizes:
         assert keys <= set(entry)
         assert all(_finite(entry[k]) for k in keys)
+        assert all(_finite(entry["cpu"][k]) for k in keys - {"xl_list_subprocess"})
 
 
 def test_p5_and_the_printed_table(tiny_run: tuple[dict[str, Any], str]) -> None:
