@@ -285,14 +285,15 @@ class Daemon:
                 thread.join()
             self._drain_results()
             listing = self._list()
+            desired = self.scanner.scan()
             final = planner.plan(
-                self.scanner.scan(), listing, self.memory, (), self.clock.time(), self.settings
+                desired, listing, self.memory, (), self.clock.time(), self.settings
             )
             self.last_plan = final
             bad = [s for s in final.statuses if report.is_problem(s)]
             for status in bad:
                 self.log.warning("not_running", guest=status.name, state=status.state.value)
-            return 1 if bad or listing is None else 0
+            return 1 if bad or listing is None or desired.error else 0
         finally:
             self._save()
             self.store.unlock()
