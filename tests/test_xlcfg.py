@@ -273,9 +273,26 @@ def test_error_is_a_value_error() -> None:
     assert isinstance(error_of("x ="), ValueError)
 
 
-def test_deep_nesting_is_an_error_not_a_crash() -> None:
-    err = error_of("x = " + "[" * 5000 + "]" * 5000)
+def test_nesting_as_deep_as_xl_allows() -> None:
+    value = parse_cfg("x = " + "[" * 4996 + "]" * 4996).settings["x"]
+    for _ in range(4995):
+        assert isinstance(value, list)
+        value = value[0]
+    assert value == []
+
+
+@pytest.mark.parametrize(
+    ("text", "column"),
+    [
+        # at the token that would overflow xl's parser stack
+        ("x = " + "[" * 4997 + "]" * 4997, 5002),  # the first ']'
+        ("x = " + "[1," * 2000 + "]" * 2000, 6003),  # the '1' in the 2000th list
+    ],
+)
+def test_nesting_deeper_than_xl_allows(text: str, column: int) -> None:
+    err = error_of(text)
     assert "nested too deeply" in err.message
+    assert (err.line, err.column) == (1, column)
 
 
 def test_default_filename() -> None:

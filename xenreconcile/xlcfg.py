@@ -20,7 +20,8 @@ The language
     list        '[' values separated by ',' ']'; newlines (and comments) may stand
                 after '[', after a value and after a ',', never before the first
                 value's ','. One trailing ',' is allowed, `[ , ]` is not. Lists
-                nest: `[ [1, 2], "a" ]`.
+                nest: `[ [1, 2], "a" ]`, as deep as xl's parser stack allows
+                (4996 levels of `[[[...]]]`, fewer with items before them).
     comment     '#' up to the end of the line; it must end with a newline.
     blanks      space and tab only.
 
@@ -380,6 +381,31 @@ def _octal_escape_tail(raw: str, start: int) -> int | None:
 # --- grammar ------------------------------------------------------------------------------
 
 
+# How many entries xl's bison parser stack holds at most (YYMAXDEPTH 10000, less
+# the one it keeps free), and how many a statement and each open list use.
+_XL_STACK_LIMIT = 9999
+_STATEMENT_ENTRIES = 4  # start state, statements so far, key, '=' or '+='
+_OPENED = 2  # '[' and the newlines after it
+_AFTER_ITEM = 3  # '[', newlines, the values so far
+_AFTER_COMMA = 5  # '[', newlines, values, ',', newlines
+_CLOSED = 4  # '[', newlines, the value list, ']'
+
+
+@dataclass(slots=True)
+class _ListFrame:
+    """A list being parsed: its '[' token, the items so far, and how many of
+    xl's parser stack entries it holds in its current state."""
+
+    opener: _Token
+    items: list[XlValue]
+    entries: int
+
+    @property
+    def where(self) -> str:
+        """Where the list starts, for error messages."""
+        return f"list opened at line {self.opener.line} column {self.opener.column}"
+
+
 class _Parser:
     """Recursive descent over the lexer's tokens, storing settings as it goes."""
 
@@ -390,6 +416,7 @@ class _Parser:
         self.settings: dict[str, XlValue] = {}
         self.lines: dict[str, int] = {}
         self.columns: dict[str, int] = {}
+        self.stack_entries = 0
 
     def advance(self) -> _Token:
         """Consume the current token and return it."""
@@ -457,33 +484,85 @@ class _Parser:
         )
 
     def parse_list(self, key: str) -> list[XlValue]:
-        """list := '[' nl* [ value nl* { ',' nl* value nl* } [ ',' nl* ] ] ']'"""
-        opener = self.advance()
-        where = f"list opened at line {opener.line} column {opener.column}"
-        items: list[XlValue] = []
-        self._skip_newlines()
-        while self.token.kind != "]":
-            if self.token.kind == _EOF:
-                raise self.fail(opener, f"{where} is never closed")
-            if self.token.kind not in (_STRING, _NUMBER, "["):
-                raise self.fail(
-                    self.token,
-                    f"expected a value or ']' in the {where}, found {self.token.describe()}",
-                )
-            items.append(self.parse_value(key))
-            self._skip_newlines()
-            if self.token.kind == ",":
+        """list := '[' nl* [ value nl* { ',' nl* value nl* } [ ',' nl* ] ] ']'
+
+        Nested lists are parsed with an explicit stack, which also counts the
+        entries xl's bison parser would hold, so that nesting deeper than xl
+        can parse (about 5000 levels) is rejected as xl rejects it."""
+        frames: list[_ListFrame] = []
+        self.stack_entries = _STATEMENT_ENTRIES
+        self._open_list(frames)
+        while True:
+            frame = frames[-1]
+            token = self.token
+            if token.kind == "]":
+                value = self._close_list(frames)
+                if not frames:
+                    return value
+                self._add_item(frames[-1], value)
+            elif token.kind == _EOF:
+                raise self.fail(frame.opener, f"{frame.where} is never closed")
+            elif frame.entries == _AFTER_ITEM:
+                if token.kind != ",":
+                    raise self.fail(
+                        token, f"expected ',' or ']' in the {frame.where}, found {token.describe()}"
+                    )
                 self.advance()
-                self._skip_newlines()
-            elif self.token.kind == _EOF:
-                raise self.fail(opener, f"{where} is never closed")
-            elif self.token.kind != "]":
+                self._grow_stack(frame, _AFTER_COMMA)
+                self._skip_list_newlines()
+            elif token.kind in (_STRING, _NUMBER):
+                self.advance()
+                self._add_item(frame, token.text)
+            elif token.kind == "[":
+                self._open_list(frames)
+            else:
                 raise self.fail(
-                    self.token,
-                    f"expected ',' or ']' in the {where}, found {self.token.describe()}",
+                    token, f"expected a value or ']' in the {frame.where}, found {token.describe()}"
                 )
+
+    def _open_list(self, frames: list[_ListFrame]) -> None:
+        """Consume '[' (and newlines after it) and start a new innermost list."""
+        opener = self.advance()
+        frame = _ListFrame(opener, [], 0)
+        frames.append(frame)
+        self._grow_stack(frame, _OPENED)
+        self._skip_list_newlines()
+
+    def _close_list(self, frames: list[_ListFrame]) -> list[XlValue]:
+        """Consume ']' and return the finished innermost list."""
+        frame = frames.pop()
+        self._check_stack(self.stack_entries - frame.entries + _CLOSED)
+        self.stack_entries -= frame.entries
         self.advance()
-        return items
+        return frame.items
+
+    def _add_item(self, frame: _ListFrame, value: XlValue) -> None:
+        """Append a parsed value to `frame` (and skip the newlines after it)."""
+        # the value, the newlines after it and, briefly, each newline token
+        self._check_stack(self.stack_entries + 2 + (self.token.kind == _NEWLINE))
+        frame.items.append(value)
+        self._grow_stack(frame, _AFTER_ITEM)
+        self._skip_newlines()
+
+    def _grow_stack(self, frame: _ListFrame, entries: int) -> None:
+        """Set `frame` to hold `entries` parser stack entries, checking xl's limit."""
+        self._check_stack(self.stack_entries - frame.entries + entries)
+        self.stack_entries += entries - frame.entries
+        frame.entries = entries
+
+    def _skip_list_newlines(self) -> None:
+        """Skip newlines inside a list; xl's parser briefly holds each one."""
+        if self.token.kind == _NEWLINE:
+            self._check_stack(self.stack_entries + 1)
+            self._skip_newlines()
+
+    def _check_stack(self, entries: int) -> None:
+        if entries > _XL_STACK_LIMIT:
+            raise self.fail(
+                self.token,
+                "lists are nested too deeply: xl's parser gives up at this depth "
+                "(about 5000 levels)",
+            )
 
     def _skip_newlines(self) -> None:
         while self.token.kind == _NEWLINE:
@@ -506,10 +585,7 @@ class _Parser:
 def parse_cfg(text: str, filename: str = "<string>") -> XlCfg:
     """Parse the text of an xl.cfg file; `filename` is only used in errors.
     Returns the settings; raises CfgError (and nothing else) when xl would reject it."""
-    try:
-        return _Parser(text, filename).parse_file()
-    except RecursionError:
-        raise CfgError(filename, 0, 0, "lists are nested too deeply") from None
+    return _Parser(text, filename).parse_file()
 
 
 # --- guest names --------------------------------------------------------------------------
