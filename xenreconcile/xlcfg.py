@@ -3,7 +3,10 @@
 It accepts exactly what xl 4.17 (libxlutil's flex lexer and bison grammar)
 accepts, and computes the same values, so the guest name we read is the one
 `xl create` will use. Errors say where (file, line, column; both 1-based, a tab
-counts as one column) and what was expected.
+counts as one column) and what was expected. The rules below come from reading
+xl's lexer, grammar and value store (libxlu_cfg_l.l, libxlu_cfg_y.y,
+libxlu_cfg.c) and are checked by tests that run libxlutil 4.17 itself on
+generated inputs when it is installed.
 
 The language
     file        statements separated by newlines or ';'; empty statements are fine;
@@ -18,8 +21,8 @@ The language
                 xl only checks numbers when a key is used. No sign, no fraction:
                 `-1` and `1.5` are errors, as in xl.
     list        '[' values separated by ',' ']'; newlines (and comments) may stand
-                after '[', after a value and after a ',', never before the first
-                value's ','. One trailing ',' is allowed, `[ , ]` is not. Lists
+                between any two tokens of a list, unlike anywhere else in a
+                statement. One trailing ',' is allowed, `[ , ]` is not. Lists
                 nest: `[ [1, 2], "a" ]`, as deep as xl's parser stack allows
                 (4996 levels of `[[[...]]]`, fewer with items before them).
     comment     '#' up to the end of the line; it must end with a newline.
@@ -44,8 +47,10 @@ Decisions on odd input, each following what xl does
     empty file      valid, with no settings (it then lacks a `name`).
     last character  xl's lexer never reports a bad character that is the very
                     last byte of the file (a stray `$`, `"` or `#` with no newline
-                    after it): it is ignored there, and so we ignore it too. A bad
-                    character anywhere else is an error.
+                    after it, or the `F` of a final `memory = 0x1F`, which leaves
+                    "0x1"): it is ignored there, and so we ignore it too. A bad
+                    character anywhere else (or a non-ASCII one, several bytes
+                    long) is an error.
     \\x escapes      always rejected: xl's hex escape check can never pass.
     octal escapes   `\\` + digit 0-7 is decoded the way xl does, which drops it: the
                     digit is followed by up to three characters that C's strtoul
