@@ -61,10 +61,20 @@ def soak(root: Path, seed: int, passes: int) -> SoakResult:
         world.stop_faults()
         # Let the creates drawn before the stop end (a hang ends at xl_timeout) and
         # one interval pass, so the daemon has seen the last death.
-        world.run_until(world.clock.now + 10 * world.config.interval, _playing_out(world))
+        recovered: list[float] = []  # when every guest first ran again
+        playing_out = _playing_out(world)
+
+        def played_out() -> bool:
+            if not recovered and world.converged():
+                recovered.append(world.clock.now)
+            return playing_out()
+
+        world.run_until(world.clock.now + 10 * world.config.interval, played_out)
         settled = world.settled_at()
         bound = convergence_bound(world.config)
         at = world.run_until(settled + bound, world.converged)
+        if not recovered and at is not None:
+            recovered.append(at)
         check("recovery")
     except AssertionError:
         raise
@@ -76,7 +86,7 @@ def soak(root: Path, seed: int, passes: int) -> SoakResult:
     )
     world.daemon.shutdown()
     assert world.fault_stop_at is not None
-    return SoakResult(world, max(0.0, at - settled), at - world.fault_stop_at)
+    return SoakResult(world, max(0.0, at - settled), recovered[0] - world.fault_stop_at)
 
 
 def _playing_out(world: ChaosWorld) -> Callable[[], bool]:
