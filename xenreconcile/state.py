@@ -32,6 +32,7 @@ from xenreconcile.models import GuestMemory, Memory
 
 STATE_FILE = "state.json"
 LOCK_FILE = "lock"
+TEMP_PREFIX, TEMP_SUFFIX = ".state.json.", ".tmp"  # save()'s temp files
 FORMAT_VERSION = 1
 BOOT_TIME_FILE_ENV = "XENRECONCILE_BOOT_TIME_FILE"
 
@@ -88,7 +89,7 @@ class StateStore:
         if text == self._last_text:
             return False
         self._ensure_dir()
-        fd, tmp_path = tempfile.mkstemp(prefix=".state.json.", suffix=".tmp", dir=self.state_dir)
+        fd, tmp_path = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=self.state_dir)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text)
@@ -156,7 +157,17 @@ class StateStore:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
+        self._remove_stale_temp_files()
         return True
+
+    def _remove_stale_temp_files(self) -> None:
+        """Delete temp files a killed writer left behind (only the lock holder saves,
+        so under the lock none of them is being written)."""
+        with contextlib.suppress(OSError):
+            for name in os.listdir(self.state_dir):
+                if name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX):
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(self.state_dir, name))
 
     def unlock(self) -> None:
         """Release the daemon lock if this store holds it."""
