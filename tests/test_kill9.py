@@ -59,3 +59,19 @@ def test_a_request_queued_over_a_kill_is_applied_after_the_restart(
         run.check_holds("after restart", allow_pending=False)
     finally:
         run.cleanup()
+
+
+def test_temp_files_of_a_killed_save_are_removed_by_the_next_lock_holder(tmp_path: Path) -> None:
+    from xenreconcile.models import Memory
+    from xenreconcile.state import StateStore
+
+    store = StateStore(str(tmp_path))
+    store.save(Memory(boot_time=1.0))
+    leftover = tmp_path / ".state.json.abc123.tmp"  # what a kill -9 inside save() leaves
+    leftover.write_text("{", encoding="utf-8")
+    other = tmp_path / "keep.tmp"
+    other.write_text("", encoding="utf-8")
+    assert store.try_lock()
+    store.unlock()
+    assert not leftover.exists() and other.exists()
+    assert store.load() == (Memory(boot_time=1.0), None)

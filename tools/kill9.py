@@ -139,7 +139,7 @@ class Kill9Run:
             env=self.env(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=open(self.root / "daemon.stderr", "ab"),  # noqa: SIM115 - the child keeps it
         )
         return self.proc
 
@@ -148,12 +148,32 @@ class Kill9Run:
         proc = self.proc
         assert proc is not None
         store = StateStore(str(self.state_dir))
-        wait_for(lambda: store.lock_holder() == proc.pid, 20, "the daemon to take the lock")
+
+        def locked() -> bool:
+            if proc.poll() is not None:
+                raise Kill9Failure(
+                    f"the daemon exited {proc.returncode} by itself: {self.stderr()}"
+                )
+            return store.lock_holder() == proc.pid
+
+        wait_for(locked, 20, "the daemon to take the lock")
         wait_for(lambda: not self.pending_requests(), 10, "the daemon to take the requests")
+
+    def stderr(self) -> str:
+        """The last lines the daemons wrote to stderr."""
+        try:
+            text = (self.root / "daemon.stderr").read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-15:])
 
     def kill9(self) -> None:
         """SIGKILL the daemon and reap it."""
         assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise Kill9Failure(
+                f"the daemon exited {self.proc.returncode} by itself: {self.stderr()}"
+            )
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
         self.proc = None
