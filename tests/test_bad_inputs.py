@@ -41,7 +41,7 @@ class FileCase:
     """A bad file `x.cfg` made by `make(guests_dir)`, and the line `check` prints
     for it ({dir} stands for the guests dir), or None when it is ignored silently."""
 
-    make: Callable[[Path], None]
+    make: Callable[[Path], object]
     message: str | None
 
 

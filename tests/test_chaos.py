@@ -98,7 +98,6 @@ def _playing_out(world: ChaosWorld) -> Callable[[], bool]:
     return done
 
 
-@pytest.mark.slow
 def test_chaos_soak_keeps_invariants_and_converges(tmp_path: Path) -> None:
     result = soak(tmp_path, SEED, PASSES)
     figures = result.world.figures
