@@ -259,6 +259,9 @@ def test_a_stray_last_character_cuts_a_number_like_xl_does() -> None:
         ("name = 'a'\n# no newline after this comment", 2, 1, "comment at the end of the file"),
         ("name == 'a'", 1, 7, "expected a value"),
         ("name = 'a'\n$$\n", 2, 1, "unexpected character '$'"),
+        # the first problem in the file is the one reported
+        ("x = [1 2]\n$$\n", 1, 8, "expected ',' or ']'"),
+        ("x = 'a\\q'\ny = 1 2\n", 1, 7, "invalid escape"),
     ],
 )
 def test_invalid_inputs_point_at_the_problem(text: str, line: int, column: int, words: str) -> None:

@@ -117,17 +117,13 @@ _NUMBER = "number"
 _STRING = "string"
 _NEWLINE = "newline"
 _EOF = "end of file"
-_PUNCT = frozenset(["=", "+=", "[", "]", ",", ";"])
+_ERROR = "error"
+_PUNCT_GROUP = "punctuation"
 
 # Each pattern is a run of one character class, or the unrolled string loop
 # (no nested alternatives), so matching is linear in the input.
 _IDENT_RE = re.compile(r"[a-z][._0-9a-z]*")
-_NUMBER_RE = re.compile(r"[0-9][0-9a-fx]*")
 _BLANKS_RE = re.compile(r"[ \t]+")
-_STRING_RE = {
-    "'": re.compile(r"'[^'\\\n]*(?:\\[^\n][^'\\\n]*)*'"),
-    '"': re.compile(r'"[^"\\\n]*(?:\\[^\n][^"\\\n]*)*"'),
-}
 # The common tokens in one pattern: blanks, then a key, number, newline (or
 # comment and its newline), complete string or punctuation. Anything it does not
 # match (end of file, errors) goes through the character-by-character path.
@@ -141,6 +137,7 @@ _TOKEN_RE = re.compile(
     )""",
     re.VERBOSE,
 )
+_GROUP_KINDS = {1: _IDENT, 2: _NUMBER, 3: _NEWLINE, 4: _STRING, 5: _PUNCT_GROUP}
 _PYTHONISH = frozenset("+-.():")
 _SIMPLE_ESCAPES = {
     '"': '"',
@@ -180,124 +177,90 @@ class _Token(NamedTuple):
 
 
 class _Lexer:
-    """Splits the text into tokens, one `next()` at a time, the way xl's lexer does."""
+    """Splits the whole text into tokens the way xl's lexer does. A lexical error
+    ends the list with an error token; the parser raises `error` when it gets
+    there, so that the first problem in the file is the one reported."""
 
     def __init__(self, text: str, filename: str) -> None:
         self.text = text
         self.filename = filename
-        self.pos = 0
-        self.line = 1
-        self.line_start = 0
-        self.number_end = -1  # where the last number token ended
+        self.error: CfgError | None = None
 
-    def error(self, pos: int, message: str) -> CfgError:
-        """A CfgError at offset `pos` of the current line."""
-        return CfgError(self.filename, self.line, pos - self.line_start + 1, message)
-
-    def next(self) -> _Token:
-        """The next token; blanks are skipped, a comment ends in its newline token."""
-        match = _TOKEN_RE.match(self.text, self.pos)
-        if match is None:
-            return self._next_slowly()
-        kind = match.lastgroup
-        assert kind is not None  # the pattern ends in one named alternative
-        start, end = match.start(kind), match.end()
-        if kind == "key":
-            return self._token(_IDENT, match.group(kind), start, end)
-        if kind == "newline":
-            return self._newline(start, end)
-        if kind == "number":
-            self.number_end = end
-            return self._token(_NUMBER, match.group(kind), start, end)
-        if kind == "punct":
-            return self._token(match.group(kind), match.group(kind), start, end)
-        return self._string(self.text[start], start)
-
-    def _next_slowly(self) -> _Token:
-        """The next token, one character at a time: end of file and errors."""
+    def tokens(self) -> list[_Token]:
+        """Every token, ending with an end-of-file or an error token."""
         text = self.text
-        pos = self.pos
-        if text.startswith((" ", "\t"), pos):
-            blanks = _BLANKS_RE.match(text, pos)
-            assert blanks is not None
-            pos = self.pos = blanks.end()
-        if pos >= len(text):
-            return self._token(_EOF, "", pos, pos)
+        tokens: list[_Token] = []
+        append = tokens.append
+        match = _TOKEN_RE.match
+        pos, line, line_start = 0, 1, 0
+        while (found := match(text, pos)) is not None:
+            group = found.lastindex
+            assert group is not None  # the pattern ends in one of its groups
+            start, pos = found.start(group), found.end()
+            kind, value = _GROUP_KINDS[group], found.group(group)
+            column = start - line_start + 1
+            if kind == _STRING:
+                decoded = (
+                    _decode_escapes(value[1:-1]) if "\\" in value or "\0" in value else value[1:-1]
+                )
+                if isinstance(decoded, _EscapeProblem):
+                    return self._failed(tokens, line, column + 1 + decoded.offset, decoded.message)
+                value = decoded
+            elif kind == _PUNCT_GROUP:
+                kind = value
+            append(_Token(kind, value, line, column))
+            if kind == _NEWLINE:
+                line += 1
+                line_start = pos
+        return self._finish(tokens, pos, line, line_start)
+
+    def _failed(self, tokens: list[_Token], line: int, column: int, message: str) -> list[_Token]:
+        """End `tokens` with an error token for `message` at `line`:`column`."""
+        self.error = CfgError(self.filename, line, column, message)
+        tokens.append(_Token(_ERROR, "", line, column))
+        return tokens
+
+    def _finish(self, tokens: list[_Token], pos: int, line: int, line_start: int) -> list[_Token]:
+        """The tail the token pattern does not match: blanks, then the end of the
+        file, a bad character (ignored when it is the file's last byte, as xl
+        does), an unterminated string or a comment without its newline."""
+        text = self.text
+        blanks = _BLANKS_RE.match(text, pos)
+        if blanks:
+            pos = blanks.end()
+        column = pos - line_start + 1
+        if pos >= len(text) or (pos == len(text) - 1 and ord(text[pos]) < 0x80):
+            tokens.append(_Token(_EOF, "", line, column))
+            return tokens
         ch = text[pos]
-        if ch == "\n":
-            return self._newline(pos, pos + 1)
         if ch == "#":
-            end = text.find("\n", pos)
-            if end >= 0:
-                return self._newline(pos, end + 1)
-            if pos == len(text) - 1:
-                return self._ignored_last(pos)
-            raise self.error(pos, "comment at the end of the file must end with a newline")
-        if "a" <= ch <= "z":
-            match = _IDENT_RE.match(text, pos)
-            assert match is not None
-            return self._token(_IDENT, match.group(), pos, match.end())
-        if "0" <= ch <= "9":
-            match = _NUMBER_RE.match(text, pos)
-            assert match is not None
-            self.number_end = match.end()
-            return self._token(_NUMBER, match.group(), pos, match.end())
-        if ch in ("'", '"'):
-            return self._string(ch, pos)
-        if ch == "+" and text.startswith("+=", pos):
-            return self._token("+=", "+=", pos, pos + 2)
-        if ch in _PUNCT:
-            return self._token(ch, ch, pos, pos + 1)
-        return self._bad_character(pos)
-
-    def _token(self, kind: str, value: str, start: int, end: int) -> _Token:
-        self.pos = end
-        return _Token(kind, value, self.line, start - self.line_start + 1)
-
-    def _newline(self, start: int, end: int) -> _Token:
-        token = self._token(_NEWLINE, "", start, end)
-        self.line += 1
-        self.line_start = end
-        return token
-
-    def _ignored_last(self, pos: int) -> _Token:
-        """xl never reports a bad last byte of the file: treat it as end of file."""
-        return self._token(_EOF, "", pos, pos + 1)
-
-    def _string(self, quote: str, pos: int) -> _Token:
-        match = _STRING_RE[quote].match(self.text, pos)
-        if match is None:
-            if pos == len(self.text) - 1:
-                return self._ignored_last(pos)
-            raise self._unterminated(quote, pos)
-        raw = match.group()[1:-1]
-        value = _decode_escapes(raw) if "\\" in raw or "\0" in raw else raw
-        if isinstance(value, _EscapeProblem):
-            raise self.error(pos + 1 + value.offset, value.message)
-        return self._token(_STRING, value, pos, match.end())
-
-    def _unterminated(self, quote: str, pos: int) -> CfgError:
-        """The error for a quote that starts no valid string."""
-        where = f"line {self.line} column {pos - self.line_start + 1}"
-        end = self.text.find("\n", pos)
-        rest = self.text[pos + 1 : len(self.text) if end < 0 else end]
-        if rest.endswith("\\") and end >= 0 and not _ends_in_escaped_backslash(rest):
-            why = "a backslash cannot continue a string onto the next line"
-        elif end < 0:
-            why = "it reaches the end of the file"
+            message = "comment at the end of the file must end with a newline"
+        elif ch in ("'", '"'):
+            message = _unterminated_message(text, pos, line, column)
+        elif "A" <= ch <= "Z" and tokens and _ends_number(tokens[-1], line, column):
+            message = f"unexpected {ch!r} in a number: hex digits must be lowercase"
         else:
-            why = "strings cannot span lines"
-        return self.error(
-            pos, f"unterminated string started at {where}: no closing {quote} ({why})"
-        )
+            message = _bad_character_message(ch)
+        return self._failed(tokens, line, column, message)
 
-    def _bad_character(self, pos: int) -> _Token:
-        ch = self.text[pos]
-        if pos == len(self.text) - 1 and ord(ch) < 0x80:
-            return self._ignored_last(pos)
-        if "A" <= ch <= "Z" and pos == self.number_end:
-            raise self.error(pos, f"unexpected {ch!r} in a number: hex digits must be lowercase")
-        raise self.error(pos, _bad_character_message(ch))
+
+def _ends_number(token: _Token, line: int, column: int) -> bool:
+    """True when `token` is a number that ends right before `line`:`column`."""
+    return token.kind == _NUMBER and token.line == line and token.column + len(token.text) == column
+
+
+def _unterminated_message(text: str, pos: int, line: int, column: int) -> str:
+    """The error for the quote at `pos` that starts no valid string."""
+    quote = text[pos]
+    end = text.find("\n", pos)
+    rest = text[pos + 1 : len(text) if end < 0 else end]
+    if rest.endswith("\\") and end >= 0 and not _ends_in_escaped_backslash(rest):
+        why = "a backslash cannot continue a string onto the next line"
+    elif end < 0:
+        why = "it reaches the end of the file"
+    else:
+        why = "strings cannot span lines"
+    return f"unterminated string started at line {line} column {column}: no closing {quote} ({why})"
 
 
 def _ends_in_escaped_backslash(rest: str) -> bool:
@@ -417,7 +380,10 @@ class _Parser:
     def __init__(self, text: str, filename: str) -> None:
         self.lexer = _Lexer(text, filename)
         self.filename = filename
-        self.token = self.lexer.next()
+        self.tokens = self.lexer.tokens()
+        self.index = 0
+        self.token = self.tokens[0]
+        self._raise_at_error()
         self.settings: dict[str, XlValue] = {}
         self.lines: dict[str, int] = {}
         self.columns: dict[str, int] = {}
@@ -426,8 +392,17 @@ class _Parser:
     def advance(self) -> _Token:
         """Consume the current token and return it."""
         token = self.token
-        self.token = self.lexer.next()
+        self.index += 1
+        self.token = self.tokens[self.index]
+        if self.token.kind == _ERROR:
+            self._raise_at_error()
         return token
+
+    def _raise_at_error(self) -> None:
+        """Raise the lexer's error once the parser reaches the token it ended in."""
+        if self.token.kind == _ERROR:
+            assert self.lexer.error is not None
+            raise self.lexer.error
 
     def fail(self, token: _Token, message: str) -> CfgError:
         """A CfgError at `token`."""
