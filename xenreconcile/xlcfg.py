@@ -120,13 +120,12 @@ _EOF = "end of file"
 _ERROR = "error"
 _PUNCT_GROUP = "punctuation"
 
-# Each pattern is a run of one character class, or the unrolled string loop
-# (no nested alternatives), so matching is linear in the input.
 _IDENT_RE = re.compile(r"[a-z][._0-9a-z]*")
 _BLANKS_RE = re.compile(r"[ \t]+")
-# The common tokens in one pattern: blanks, then a key, number, newline (or
-# comment and its newline), complete string or punctuation. Anything it does not
-# match (end of file, errors) goes through the character-by-character path.
+# Every valid token in one pattern: blanks, then a key, number, newline (or a
+# comment and its newline), complete string or punctuation. Each alternative is
+# a run of one character class or an unrolled string loop (no nested choices),
+# so matching is linear. Where it does not match, the file ends or is wrong.
 _TOKEN_RE = re.compile(
     r"""[ \t]*(?:
         (?P<key>[a-z][._0-9a-z]*)
