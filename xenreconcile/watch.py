@@ -47,8 +47,8 @@ from typing import Any, Protocol
 
 LogFn = Callable[[str, dict[str, Any]], None]
 
-DEFAULT_SETTLE = 0.15
-"""Seconds without a further event that end a burst."""
+DEFAULT_SETTLE = 0.05
+"""Seconds without a further event that end a burst (a save is write + rename, ms apart)."""
 DEFAULT_MAX_DELAY = 0.75
 """A burst is reported at the latest this many seconds after its first event."""
 RACY_WINDOW_NS = 2_000_000_000

@@ -17,6 +17,7 @@ import re
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -212,13 +213,8 @@ class XlRunner:
                 stderr=out if combine else err,
                 start_new_session=True,
             )
-            exit_code: int | None
-            try:
-                exit_code = proc.wait(timeout=timeout)
-                timed_out = False
-            except subprocess.TimeoutExpired:
-                _kill_group(proc, self.kill_grace)
-                exit_code, timed_out = None, True
+            timed_out = _wait_or_kill(proc, timeout, self.kill_grace)
+            exit_code = None if timed_out else proc.returncode
             return _Outcome(
                 exit_code=exit_code,
                 timed_out=timed_out,
@@ -226,6 +222,45 @@ class XlRunner:
                 stderr=_read(err),
                 duration=time.monotonic() - started,
             )
+
+
+def _wait_or_kill(proc: subprocess.Popen[bytes], timeout: float, grace: float) -> bool:
+    """Wait for `proc` to exit and reap it; at `timeout` seconds kill its process
+    group (see `_kill_group`). Returns True when it was killed.
+
+    The wait blocks in waitid() and so returns the moment xl exits (Popen.wait
+    with a timeout polls, adding up to 50 ms to every xl call); a timer thread
+    does the killing."""
+    if not hasattr(os, "waitid"):  # pragma: no cover - every supported OS has it
+        try:
+            proc.wait(timeout=timeout)
+            return False
+        except subprocess.TimeoutExpired:
+            _kill_group(proc, grace)
+            return True
+    lock = threading.Lock()
+    state = {"exited": False, "killed": False}
+
+    def on_timeout() -> None:
+        with lock:
+            if state["exited"]:
+                return
+            state["killed"] = True
+        _signal_group(proc.pid, signal.SIGTERM)
+        _wait_without_reaping(proc, grace)
+        _signal_group(proc.pid, signal.SIGKILL)
+
+    timer = threading.Timer(timeout, on_timeout)
+    timer.daemon = True
+    timer.start()
+    with contextlib.suppress(ChildProcessError):
+        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+    with lock:
+        state["exited"] = True
+    timer.cancel()
+    timer.join()  # a kill under way finishes its SIGKILL before the pid is reaped
+    proc.wait()
+    return state["killed"]
 
 
 def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
