@@ -114,6 +114,9 @@ class GuestMemory:
     missing_since: float | None = None
 
 
+_FRESH_GUEST = GuestMemory()
+
+
 @dataclass(frozen=True, slots=True)
 class Memory:
     """All remembered state: per-guest memory, when the last create started (for
@@ -124,8 +127,8 @@ class Memory:
     boot_time: float | None = None
 
     def guest(self, name: str) -> GuestMemory:
-        """The memory of `name`, or a fresh one."""
-        return self.guests.get(name, GuestMemory())
+        """The memory of `name`, or the (shared, immutable) fresh one."""
+        return self.guests.get(name, _FRESH_GUEST)
 
 
 # --- settings the planner needs ------------------------------------------------------------
@@ -151,6 +154,9 @@ class GuestOverride:
     hold: bool = False
 
 
+_DEFAULT_OVERRIDE = GuestOverride()
+
+
 @dataclass(frozen=True, slots=True)
 class PlannerSettings:
     """The subset of the daemon config that decides what a pass does."""
@@ -163,8 +169,8 @@ class PlannerSettings:
     guests: dict[str, GuestOverride] = field(default_factory=dict)
 
     def override(self, name: str) -> GuestOverride:
-        """The per-guest settings of `name`, or the defaults."""
-        return self.guests.get(name, GuestOverride())
+        """The per-guest settings of `name`, or the (shared, immutable) defaults."""
+        return self.guests.get(name, _DEFAULT_OVERRIDE)
 
 
 # --- the planner's output ------------------------------------------------------------------
