@@ -1,3 +1,4 @@
+# shellcheck shell=sh disable=SC2034
 # Helpers for the e2e scenarios in Dom0 (sourced). Output lines the host parses:
 #   PASS <id> <text>      a check that held
 #   FAIL <id> <text>      a check that did not
@@ -13,9 +14,9 @@ now() { date +%s.%N; }
 # seconds since $1, one decimal
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 say() { echo "[e2e $(cut -d' ' -f1 /proc/uptime)] $*"; }
-pass() { echo "PASS $*"; }
-fail() { echo "FAIL $*"; }
-info() { echo "INFO $*"; }
+pass() { printf 'PASS %s\n' "$*"; }
+fail() { printf 'FAIL %s\n' "$*"; }
+info() { printf 'INFO %s\n' "$*"; }
 figure() { echo "FIGURE $*"; }
 
 # check ID TEXT COMMAND...: PASS or FAIL by the command's exit status

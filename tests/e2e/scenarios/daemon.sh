@@ -69,6 +69,18 @@ recreated() { _id=$(domid_of "$1") && [ "$_id" != "$2" ]; }
 at_least() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a >= b) }'; }
 text_matches() { printf '%s\n' "$1" | grep -q -E "$2"; }
 in_backoff() { cached_is "$1" state backoff && [ -n "$(cached "$1" next_retry)" ]; }
+# failed_creates NAME: create_failed events of NAME in the daemon's log (this boot's log file)
+failed_creates() { grep -c "event=create_failed guest=$1 " $LOG 2>/dev/null; }
+# one_success NAME SINCE: the daemon's xl creates of NAME since SINCE were one success plus the
+# failures it logged (real xl can fail under load, e.g. "console tty: timed out"): it never
+# created a guest that was already running
+one_success() {
+  _c=$(creates_since "$1" "$2")
+  _f=$(failed_creates "$1")
+  [ "$_f" = 0 ] || info "$1: $_c xl create(s), $_f failed: $(grep "event=create_failed guest=$1 " $LOG | tail -1 | cut -c1-300)"
+  [ "$_c" -ge 1 ] && [ "$_c" -le $((1 + _f)) ]
+}
+fresh_backoff() { refresh && in_backoff "$1"; }
 log_has() { grep -q -E "$1" $LOG 2>/dev/null; }
 
 s1_create_all() {
@@ -85,7 +97,7 @@ s1_create_all() {
   check S1.status_daemon "status --json sees the running daemon" \
     [ "$(python3 "$E2E_DIR/statusq.py" get daemon.running < /tmp/status.json)" = true ]
   for g in alpha bravo charlie; do
-    check "S1.once.$g" "exactly one xl create of $g" [ "$(creates_since $g "$t0")" = 1 ]
+    check "S1.once.$g" "one successful xl create of $g (retries only after failures)" one_success $g "$t0"
     check "S1.console.$g" "$g's console shows the guest's hello line" wait_until 60 console_has_hello $g
   done
   check S1.status "status --json says alpha, bravo and charlie are running" \
@@ -101,7 +113,7 @@ s2_destroy_recreate() {
     figure destroy_to_recreated "$took" s
     pass "S2.recreate bravo recreated after xl destroy (domid $old -> $(domid_of bravo))"
     check S2.grace "not recreated before missing_grace (${GRACE}s): took ${took}s" at_least "$took" $GRACE
-    check S2.once "exactly one xl create of bravo" [ "$(creates_since bravo "$t")" = 1 ]
+    check S2.once "one successful xl create of bravo" one_success bravo "$t"
   else
     fail "S2.recreate bravo not recreated within 90 s of xl destroy"
   fi
@@ -126,8 +138,8 @@ s3_bad_cfgs() {
   else
     info "the log does not show xl's line naming the missing kernel file"
   fi
-  check S3.nokernel.backoff "nokernel is in backoff with a next retry" \
-    in_backoff nokernel
+  check S3.nokernel.backoff "status shows nokernel in backoff with a next retry" \
+    wait_until 60 fresh_backoff nokernel
   if wait_until 60 attempts_at_least nokernel 2; then
     pass "S3.nokernel.retry a second attempt followed after the backoff"
     gap=$(awk '$2 == "create" && index($0, "/nokernel.cfg") { t[n++] = $1 } END { if (n > 1) printf "%.1f", t[1] - t[0] }' \
@@ -199,7 +211,7 @@ s6_after_reboot() {
     fail "S6.recreate guests listed after 120 s: $(domains | tr '\n' ' ')"
   fi
   for g in alpha bravo; do
-    check "S6.once.$g" "exactly one xl create of $g in this boot" [ "$(creates_since $g "$t0")" = 1 ]
+    check "S6.once.$g" "one successful xl create of $g in this boot" one_success $g "$t0"
   done
   before=$(cat /var/lib/xenlab/nokernel-attempts 2>/dev/null || echo 0)
   check S6.retried "nokernel was tried at once in this boot" wait_until 60 attempts_at_least nokernel 1
