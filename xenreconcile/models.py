@@ -275,6 +275,18 @@ class CreateResult:
             return ""
         if self.timed_out:
             return f"xl create timed out after {self.duration:.0f}s"
-        last = [ln for ln in self.stderr_tail.splitlines() if ln.strip()]
-        tail = last[-1] if last else "no error output"
-        return f"xl create exited {self.exit_code}: {tail}"
+        return f"xl create exited {self.exit_code}: {self.cause}"
+
+    @property
+    def cause(self) -> str:
+        """The line of xl's output that says why it failed: the first error line
+        (libxl's later lines only report the clean-up), else the last line."""
+        lines = [
+            ln.strip()
+            for ln in self.stderr_tail.splitlines()
+            if ln.strip() and not ln.startswith("Parsing config from")
+        ]
+        for line in lines:
+            if "error" in line.lower() or "failed" in line.lower():
+                return line
+        return lines[-1] if lines else "no error output"
