@@ -151,6 +151,20 @@ CREATE_OR_NOT = {
         memory_after={"web": {"migrating_away": True}},
     ),
     "in-flight": Case(desired("web"), in_flight=frozenset({"web"}), states={"web": S.CREATING}),
+    "in-flight-half-built-domain-is-not-seen-running": Case(
+        desired("web"),
+        listing(dom("web", "--p---")),
+        in_flight=frozenset({"web"}),
+        states={"web": S.CREATING},
+        memory_after={"web": {"seen_running": False}},
+    ),
+    "in-flight-domain-gone-again-is-no-vanish": Case(
+        desired("web"),
+        memory=mem(web=gm("web", seen_running=True)),
+        in_flight=frozenset({"web"}),
+        states={"web": S.CREATING},
+        memory_after={"web": {"missing_since": None}},
+    ),
     "in-backoff": Case(
         desired("web"),
         memory=mem(web=gm("web", attempts=1, next_retry=NOW + 5)),

@@ -178,6 +178,10 @@ def _observe(guest: DesiredGuest, gm: GuestMemory, ctx: _Pass) -> GuestMemory:
         ctx.event(EventKind.FILE_CHANGED, guest.name)
     if gm.cfg_hash != guest.cfg_hash:
         gm = replace(gm, cfg_hash=guest.cfg_hash)
+    if guest.name in ctx.in_flight:
+        # Its create decides (record_create). The domain xl is still building shows
+        # up paused, or vanishes again when the create fails: neither is "running".
+        return gm
     domain = ctx.listed.get(guest.name)
     gm = _observe_migration(guest.name, gm, domain, ctx)
     if domain is not None:
