@@ -174,6 +174,17 @@ def test_parse_failure_fault_exits_1(simxl: SimXl, tmp_path: Path) -> None:
     assert ran.err.splitlines()[-1] == "Failed to parse config: Invalid argument"
 
 
+def test_console_timeout_fault_prints_what_a_loaded_real_dom0_printed(
+    simxl: SimXl, tmp_path: Path
+) -> None:
+    simxl.set_faults(create_fail={"g": "console"})
+    ran = run(simxl, "create", str(write_cfg(tmp_path / "g.cfg", "g")))
+    assert ran.rc == 3
+    assert "console_xswait_callback: domain 1 console tty: timed out" in ran.err
+    assert ran.err.splitlines()[-1].endswith("Domain 1:Destruction of domain failed")
+    assert simxl.names() == []
+
+
 def test_guest_vanishes_after_n_seconds_and_its_monitor_exits(simxl: SimXl, tmp_path: Path) -> None:
     simxl.set_faults(die_after={"g": 0.3})
     assert run(simxl, "create", str(write_cfg(tmp_path / "g.cfg", "g"))).rc == 0

@@ -32,7 +32,8 @@ A knob marked (per guest) takes a plain value for every guest, or a dict
 {guest name: value, "*": value for the others}.
 
     create_fail              (per guest) "kernel" (rc 3, kernel image missing, libxl's texts)
-                             or "parse" (rc 1, config parsing error); true means "kernel"
+                             or "parse" (rc 1, config parsing error) or "console" (rc 3,
+                             "console tty: timed out", as on a loaded Dom0); true means "kernel"
     create_fail_probability  0..1: each create fails with this chance, decided by
     seed, create_fail_kind   random.Random(f"{seed}:{create number}"): reproducible
     create_delay             (per guest) seconds a create takes before the domain appears

@@ -286,7 +286,13 @@ def _destroy_failed_lines(domid: int) -> str:
 
 
 def failure_text(kind: str, path: str, domid: int, kernel: str) -> str:
-    """xl's stderr for an injected create failure of `kind` ("kernel" or "parse")."""
+    """xl's stderr for an injected create failure of `kind` ("kernel", "parse" or
+    "console": xenconsoled too slow to set up the console, seen on a loaded Dom0)."""
+    if kind == "console":
+        return (
+            "libxl: error: libxl_create.c:1976:console_xswait_callback: "
+            f"domain {domid} console tty: timed out\n" + _destroy_failed_lines(domid)
+        )
     if kind == "parse":
         return (
             f"{path}:1: config parsing error near `is': syntax error, "
