@@ -242,3 +242,37 @@ def test_reboot_restarts_domain_ids(simxl: SimXl) -> None:
     simxl.reboot()
     assert simxl.names() == []
     assert simxl.add_domain("c") == 1
+
+
+def test_a_slow_create_lists_the_domain_paused_until_it_is_built(
+    simxl: SimXl, tmp_path: Path
+) -> None:
+    simxl.set_faults(create_delay={"g": 1.0})
+    proc = subprocess.Popen(
+        [*simxl.command, "create", str(write_cfg(tmp_path / "g.cfg", "g"))],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert wait_for(lambda: [d.state for d in simxl.domains()[1:]] == ["--p---"])
+        assert proc.wait(10) == 0
+        assert [d.state for d in simxl.domains()[1:]] == ["-b----"]
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_failing_slow_create_is_listed_paused_then_gone(simxl: SimXl, tmp_path: Path) -> None:
+    simxl.set_faults(create_delay={"g": 1.0}, create_fail={"g": "kernel"})
+    proc = subprocess.Popen(
+        [*simxl.command, "create", str(write_cfg(tmp_path / "g.cfg", "g"))],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert wait_for(lambda: simxl.names() == ["g"])
+        assert proc.wait(10) == 3
+        assert simxl.names() == []
+    finally:
+        proc.kill()
+        proc.wait()

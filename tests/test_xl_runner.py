@@ -131,9 +131,9 @@ def test_create_with_missing_kernel_reports_xls_exit_code_and_texts(
     assert not result.ok
     assert result.exit_code == 3
     assert "xc_dom_kernel_file failed: No such file or directory" in result.stderr_tail
-    assert result.error == (
-        "xl create exited 3: libxl: error: libxl_domain.c:1064:domain_destroy_cb: "
-        "Domain 1:Destruction of domain failed"
+    assert result.error == (  # the cause, not libxl's clean-up lines after it
+        "xl create exited 3: xc: error: panic: xg_dom_core.c:205: failed to open file "
+        "'/boot/vmlinuz': No such file or directory: Internal error"
     )
     assert simxl.names() == []
 

@@ -36,7 +36,8 @@ A knob marked (per guest) takes a plain value for every guest, or a dict
                              "console tty: timed out", as on a loaded Dom0); true means "kernel"
     create_fail_probability  0..1: each create fails with this chance, decided by
     seed, create_fail_kind   random.Random(f"{seed}:{create number}"): reproducible
-    create_delay             (per guest) seconds a create takes before the domain appears
+    create_delay             (per guest) seconds a create takes; meanwhile the domain is
+                             listed paused (--p---), as real xl shows it while building
     create_hang              (per guest) true: the create never finishes (until killed)
     list_fail                true (xl's "cannot init xl context" texts) or a text: rc 1
     list_garbage             true: `list` prints a truncated, unparseable table, rc 0

@@ -143,28 +143,41 @@ class _Invocation:
         return store.for_guest(self.faults, knob, name)
 
     def _delay(self, name: str) -> None:
-        """Sleep for a slow create, or forever for a hanging one."""
+        """Hang forever for a hanging create."""
         if self._fault_for(name, "create_hang"):
             _hang(self.faults)
-        delay = self._fault_for(name, "create_delay")
-        if delay:
-            time.sleep(float(delay))
 
     def _build(self, path: str, text: str, name: str) -> int:
-        """Add the domain unless a fault or an existing name says no."""
+        """Like xl: make the domain (listed paused, `--p---`, while it is built for
+        `create_delay` seconds), then either start it and leave a monitor behind, or
+        destroy it again when a fault or an existing name says no."""
         with store.transaction(self.state_dir) as state:
             domid = state["next_domid"]
             state["next_domid"] = domid + 1
             state["create_count"] += 1
             failure = self._failure_kind(name, state["create_count"])
-            if failure is not None:
+            if failure == "parse":
                 _err(failure_text(failure, path, domid, _kernel_of(text)), end="")
-                return 1 if failure == "parse" else 3
+                return 1
             if store.find(state, name) is not None:
                 _err(already_exists_text(name, domid), end="")
                 return 3
             dom = self._new_domain(name, domid, text)
+            dom["state"] = store.BUILDING_STATE
             state["domains"].append(dom)
+        delay = self._fault_for(name, "create_delay")
+        if delay:
+            time.sleep(float(delay))
+        with store.transaction(self.state_dir) as state:
+            built = [d for d in state["domains"] if d["uuid"] == dom["uuid"]]
+            state["domains"] = [d for d in state["domains"] if d["uuid"] != dom["uuid"]]
+            if failure is not None or not built:  # a fault, or destroyed while built
+                kind = failure or "gone"
+                _err(failure_text(kind, path, domid, _kernel_of(text)), end="")
+                return 3
+            built[0].update({**self._new_domain(name, domid, text), "uuid": dom["uuid"]})
+            state["domains"].append(built[0])
+            state["domains"].sort(key=lambda d: d["domid"])
         pid = monitor.spawn(self.state_dir, dom["uuid"], name, self.faults)
         with store.transaction(self.state_dir) as state:
             for listed in state["domains"]:
@@ -288,6 +301,8 @@ def _destroy_failed_lines(domid: int) -> str:
 def failure_text(kind: str, path: str, domid: int, kernel: str) -> str:
     """xl's stderr for an injected create failure of `kind` ("kernel", "parse" or
     "console": xenconsoled too slow to set up the console, seen on a loaded Dom0)."""
+    if kind == "gone":
+        return _destroy_failed_lines(domid)
     if kind == "console":
         return (
             "libxl: error: libxl_create.c:1976:console_xswait_callback: "

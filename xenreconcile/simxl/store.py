@@ -29,6 +29,7 @@ from typing import Any
 STATE_ENV = "SIMXL_STATE"
 DOM0_ROW = {"name": "Domain-0", "domid": 0, "mem": 1024, "vcpus": 2, "state": "r-----"}
 RUNNING_STATE = "-b----"
+BUILDING_STATE = "--p---"  # listed paused while xl builds it
 CRASHED_STATE = "---sc-"
 DYING_STATE = "-----d"
 
