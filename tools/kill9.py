@@ -199,8 +199,9 @@ class Kill9Run:
         return sorted(directory.glob("*.json")) if directory.is_dir() else []
 
     def running(self) -> set[str]:
-        """Guests the simulated xl lists (Domain-0 excluded)."""
-        return {d.name for d in self.sim.domains()[1:]}
+        """Guests the simulated xl lists as running: not paused while being built,
+        not dying (Domain-0 excluded)."""
+        return {d.name for d in self.sim.domains()[1:] if not {"p", "d"} & set(d.state)}
 
     # --- the checks ---------------------------------------------------------------------------
 
@@ -250,7 +251,7 @@ class Kill9Run:
         self.spawn()
         self.wait_ready()
         wait_for(lambda: {*GOOD, MIGRATED} <= self.running(), 30, "the first convergence")
-        self.sim.migrate_away(MIGRATED, seconds=0.3)
+        self.sim.migrate_away(MIGRATED, seconds=3.0)  # over an interval: a pass sees it
         store = StateStore(str(self.state_dir))
         wait_for(lambda: store.load()[0].guest(MIGRATED).migrated, 15, "the migrated mark")
 
