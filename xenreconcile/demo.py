@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from xenreconcile.simxl import SimXl
+from xenreconcile.simxl import SimXl, wait_for
 
 GUESTS = ("web", "db", "mail")
 CFG = 'name = "{name}"\ntype = "pv"\nkernel = "/boot/vmlinuz"\nmemory = {memory}\nvcpus = 1\n'
@@ -46,16 +46,6 @@ def show_listing(xl: Path) -> None:
     """Print what `xl list` prints now."""
     out = subprocess.run([str(xl), "list"], capture_output=True, text=True, check=False)
     print(out.stdout.rstrip(), flush=True)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    """Poll `predicate` for up to `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 def _relay(stream: IO[str]) -> None:
@@ -164,7 +154,7 @@ class Demo:
 
     def _expect(self, predicate: Callable[[], bool], timeout: float, what: str) -> bool:
         started = time.monotonic()
-        if wait_until(predicate, timeout):
+        if wait_for(predicate, timeout):
             say(f"ok: {what} ({time.monotonic() - started:.1f}s)")
             return True
         say(f"FAILED: {what} within {timeout:.0f}s")
