@@ -35,6 +35,7 @@ from xenreconcile.models import (
     GuestState,
     Memory,
     Plan,
+    PlannerSettings,
 )
 from xenreconcile.notify import notify_async
 from xenreconcile.state import StateStore, read_boot_time
@@ -172,7 +173,7 @@ class Daemon:
         )
 
     @property
-    def settings(self) -> Any:
+    def settings(self) -> PlannerSettings:
         """The planner's view of the current config."""
         return self.config.planner_settings()
 
