@@ -58,6 +58,20 @@ stays, NAME--incoming exists for a while, as in the samples). Every invocation
 is logged to `STATE/calls.jsonl` (`SimXl.calls()`, `SimXl.creates(name)`).
 """
 
-from xenreconcile.simxl.api import SimDomain, SimXl, process_alive, wait_for, write_cfg
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from xenreconcile.simxl.api import SimDomain, SimXl, process_alive, wait_for, write_cfg
 
 __all__ = ["SimDomain", "SimXl", "process_alive", "wait_for", "write_cfg"]
+
+
+def __getattr__(name: str) -> Any:
+    """The Python API, imported on first use: every simulated `xl` call imports
+    this package, and the API's imports would double its start-up time."""
+    if name in __all__:
+        return getattr(importlib.import_module("xenreconcile.simxl.api"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
