@@ -155,8 +155,8 @@ class DaemonRun:
         ]
 
     def running(self) -> set[str]:
-        """Names the simulated xl lists, Domain-0 excluded."""
-        return {d.name for d in self.sim.domains() if d.name != "Domain-0"}
+        """Names the simulated xl lists as built (not paused mid-create), Domain-0 excluded."""
+        return {d.name for d in self.sim.domains() if d.name != "Domain-0" and d.state != "--p---"}
 
     def status(self) -> dict[str, Any]:
         """`status --json` parsed."""

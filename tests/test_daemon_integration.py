@@ -178,7 +178,7 @@ def test_migrated_away_guest_is_not_recreated(run: DaemonRun) -> None:
 def test_sigterm_exits_zero_quickly_and_leaves_guests_running(run: DaemonRun) -> None:
     run.add_guest("keep")
     run.start()
-    wait_for(lambda: "keep" in run.running(), 15, "keep to run")
+    wait_for(lambda: run.events("create_ok", "keep"), 15, "keep to be created")
     monitors = [d.monitor_pid for d in run.sim.domains() if d.name == "keep"]
     started = time.monotonic()
     assert run.stop() == 0

@@ -79,8 +79,8 @@ class Demo:
         os.replace(temp, self.root / "guests" / f"{name}.cfg")
 
     def running(self) -> set[str]:
-        """Guests the simulated xl lists now."""
-        return set(self.sim.names())
+        """Guests the simulated xl lists as built (not paused mid-create)."""
+        return {d.name for d in self.sim.domains()[1:] if d.state != "--p---"}
 
     def start(self) -> None:
         """Start the daemon with its log relayed to our stdout."""
