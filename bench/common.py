@@ -11,14 +11,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from xenreconcile.simxl import SimXl
+from xenreconcile.simxl import SimXl, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 GUEST_CFG = (
@@ -83,18 +83,6 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise ValueError(f"no VmRSS for pid {pid}")
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.02) -> Any:
-    """Poll `predicate` until truthy; RuntimeError after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(step)
 
 
 def write_guest(guests_dir: Path, name: str, *, atomic: bool = False) -> Path:

@@ -1,6 +1,7 @@
 """Run the real `xenreconcile` daemon process against the simulated xl in a temp dir.
 
-Tests wait for what they expect with `wait_for` (a deadline, never a bare sleep)
+Tests wait for what they expect with `wait_for` (a deadline, never a bare sleep;
+it raises TimeoutError naming what it waited for)
 and read the daemon's JSON log lines back as dicts.
 """
 
@@ -11,28 +12,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from xenreconcile.simxl import SimXl
+from xenreconcile.simxl import wait_until as wait_for
 
 GUEST_CFG = 'name = "{name}"\ntype = "pv"\nkernel = "/boot/vmlinuz"\nmemory = 128\nvcpus = 1\n'
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.05) -> Any:
-    """Poll `predicate` until it returns something truthy; fail after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(step)
 
 
 class DaemonRun:

@@ -33,7 +33,6 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ if str(ROOT) not in sys.path:
 
 from xenreconcile import control  # noqa: E402
 from xenreconcile.simxl import SimXl  # noqa: E402
+from xenreconcile.simxl import wait_until as wait_for  # noqa: E402
 from xenreconcile.state import StateStore  # noqa: E402
 
 GOOD = [f"good{i}" for i in range(6)]
@@ -57,18 +57,6 @@ CFG = 'name = "{name}"\ntype = "pv"\nkernel = "/boot/vmlinuz"\nmemory = 128\n'
 
 class Kill9Failure(AssertionError):
     """A check failed after a kill."""
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll `predicate` until truthy; Kill9Failure after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise Kill9Failure(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 @dataclass
@@ -356,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"kill9: seed {seed}, {args.kills} kills, work dir {root}", file=sys.stderr)
     try:
         figures = run_kills(root, args.kills, seed)
-    except Kill9Failure as exc:
+    except (Kill9Failure, TimeoutError) as exc:
         print(f"kill9 FAILED (seed {seed}): {exc}", file=sys.stderr)
         return 1
     summary = {"seed": seed, **figures.__dict__, "cli_requests": dict(figures.cli_requests)}

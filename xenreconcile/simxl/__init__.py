@@ -64,9 +64,16 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from xenreconcile.simxl.api import SimDomain, SimXl, process_alive, wait_for, write_cfg
+    from xenreconcile.simxl.api import (
+        SimDomain,
+        SimXl,
+        process_alive,
+        wait_for,
+        wait_until,
+        write_cfg,
+    )
 
-__all__ = ["SimDomain", "SimXl", "process_alive", "wait_for", "write_cfg"]
+__all__ = ["SimDomain", "SimXl", "process_alive", "wait_for", "wait_until", "write_cfg"]
 
 
 def __getattr__(name: str) -> Any:

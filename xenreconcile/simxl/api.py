@@ -12,10 +12,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import xenreconcile
 from xenreconcile.simxl import store
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,14 +264,25 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    """Poll `predicate` until it is true or `timeout` seconds passed; returns its last value."""
+def wait_until(predicate: Callable[[], T], timeout: float, what: str, step: float = 0.02) -> T:
+    """Poll `predicate` until it returns something truthy, and return that; raise
+    TimeoutError naming `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-    return True
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(step)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll `predicate` until it is true or `timeout` seconds passed; True if it became true."""
+    try:
+        return bool(wait_until(predicate, timeout, "a condition", step=0.05))
+    except TimeoutError:
+        return False
 
 
 def _is_simxl_process(pid: int) -> bool:
