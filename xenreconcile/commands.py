@@ -1,0 +1,178 @@
+"""The bodies of the `xenreconcile` commands: each is given the loaded config and
+the parsed arguments and returns the exit code (0 fine, 1 a problem found, 2 usage
+or config error). `cli` imports this module only after argparse has handled
+`--version` and `--help`, which so stay as fast as the interpreter's start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from xenreconcile import control, logs, planner, report
+from xenreconcile.config import Config, ConfigError, load_config
+from xenreconcile.daemon import STATUS_FILE, Daemon, DaemonError, xl_command
+from xenreconcile.demo import run_demo
+from xenreconcile.guestdir import GuestDirScanner
+from xenreconcile.models import Domain, GuestState, Memory, Plan
+from xenreconcile.state import StateStore
+from xenreconcile.xl import ToolstackError, XlRunner
+
+EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Load the config and run the command `args` names; returns its exit code."""
+    if args.command == "demo":
+        return run_demo(keep=args.keep)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"xenreconcile: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    handler = COMMANDS[args.command]
+    try:
+        return handler(config, args)
+    except (DaemonError, OSError) as exc:
+        print(f"xenreconcile: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_PROBLEM
+
+
+def cmd_run(config: Config, args: argparse.Namespace) -> int:
+    """`run [--once]`: the daemon in the foreground."""
+    try:
+        logs.configure(config.log_file, config.log_format, config.log_level)
+    except OSError as exc:
+        print(f"xenreconcile: cannot open log file {config.log_file}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    daemon = Daemon(config, config_path=args.config)
+    if args.once:
+        return daemon.run_once()
+    daemon.install_signals()
+    return daemon.run()
+
+
+def daemon_pid(config: Config) -> int | None:
+    """The pid of the daemon that holds the state lock, or None if none runs."""
+    if not os.path.isdir(config.state_dir):
+        return None
+    return StateStore(config.state_dir).lock_holder()
+
+
+def read_status_file(config: Config) -> dict[str, Any] | None:
+    """The status document the running daemon wrote, or None."""
+    try:
+        with open(os.path.join(config.state_dir, STATUS_FILE), encoding="utf-8") as fh:
+            doc: dict[str, Any] = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return doc
+
+
+def compute_plan(config: Config, in_flight: set[str]) -> tuple[Plan, str | None]:
+    """Plan a pass now from the files, `xl list` and the saved state, doing
+    nothing. Returns the plan and the toolstack error, if any."""
+    desired = GuestDirScanner(
+        config.guests_dir, strict_permissions=config.strict_permissions
+    ).scan()
+    listing: tuple[Domain, ...] | None
+    error = None
+    try:
+        listing = XlRunner(xl_command(config), list_timeout=config.list_timeout).list()
+    except ToolstackError as exc:
+        listing, error = None, str(exc)
+    memory = load_memory(config)
+    plan = planner.plan(desired, listing, memory, in_flight, time.time(), config.planner_settings())
+    return plan, error
+
+
+def load_memory(config: Config) -> Memory:
+    """The saved state, or an empty one when there is none yet."""
+    if not os.path.exists(os.path.join(config.state_dir, "state.json")):
+        return Memory()
+    memory, _warning = StateStore(config.state_dir).load()
+    return memory
+
+
+def refresh_next_retry(doc: dict[str, Any], now: float) -> dict[str, Any]:
+    """`doc` with each guest's `next_retry_in` recomputed for `now`."""
+    for guest in doc["guests"]:
+        at = guest.get("next_retry")
+        guest["next_retry_in"] = None if at is None else max(0.0, round(at - now, 1))
+    return doc
+
+
+def cmd_status(config: Config, args: argparse.Namespace) -> int:
+    """`status [--json]`: every guest's state."""
+    pid = daemon_pid(config)
+    doc = read_status_file(config) if pid is not None else None
+    now = time.time()
+    if doc is None:
+        plan, error = compute_plan(config, set())
+        doc = report.status_document(plan, now=now, daemon_pid=None, toolstack_error=error)
+    doc = refresh_next_retry(doc, now)
+    print(json.dumps(doc, indent=2) if args.json else report.status_table(doc))
+    settled = {s.value for s in report.SETTLED_STATES}
+    ok = doc["toolstack"]["ok"] and all(g["state"] in settled for g in doc["guests"])
+    return EXIT_OK if ok else EXIT_PROBLEM
+
+
+def cmd_plan(config: Config, args: argparse.Namespace) -> int:
+    """`plan [--json]`: what the next pass would do."""
+    in_flight: set[str] = set()
+    if daemon_pid(config) is not None:
+        doc = read_status_file(config) or {"guests": []}
+        in_flight = {g["name"] for g in doc["guests"] if g["state"] == GuestState.CREATING.value}
+    plan, error = compute_plan(config, in_flight)
+    out = report.plan_document(plan, now=time.time(), toolstack_error=error)
+    print(json.dumps(out, indent=2) if args.json else report.plan_text(out))
+    return EXIT_OK if plan.trusted else EXIT_PROBLEM
+
+
+def cmd_check(config: Config, args: argparse.Namespace) -> int:
+    """`check`: the config is valid (or we would not be here); validate every cfg."""
+    desired = GuestDirScanner(
+        config.guests_dir, strict_permissions=config.strict_permissions
+    ).scan()
+    problems = 0
+    if desired.error:
+        print(f"{config.guests_dir}: {desired.error}")
+        problems += 1
+    for bad in desired.invalid:
+        where = "".join(f":{n}" for n in (bad.line, bad.column) if n is not None)
+        print(f"{bad.path}{where}: {bad.reason}")
+        problems += 1
+    for name, paths in sorted(desired.duplicates.items()):
+        print(f"duplicate guest name {name!r} in: {', '.join(paths)}")
+        problems += 1
+    for guest in desired.guests:
+        print(f"ok  {guest.name}  {guest.path}")
+    if problems:
+        print(f"{problems} problem(s) found", file=sys.stderr)
+        return EXIT_PROBLEM
+    print(f"config and {len(desired.guests)} guest file(s) OK")
+    return EXIT_OK
+
+
+def cmd_request(config: Config, args: argparse.Namespace) -> int:
+    """`hold` / `release` / `retry NAME`."""
+    request = control.Request(op=args.command, name=args.name, reason=getattr(args, "reason", None))
+    print(control.submit(config.state_dir, request))
+    return EXIT_OK
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "status": cmd_status,
+    "plan": cmd_plan,
+    "check": cmd_check,
+    "hold": cmd_request,
+    "release": cmd_request,
+    "retry": cmd_request,
+}
