@@ -324,7 +324,11 @@ boot_machine() {
     if grep -q 'reboot: Restarting system' "$log"; then how=reboot; sleep 1; break; fi
     sleep 0.5
   done
-  if [[ -z $how ]] && grep -q 'Hardware Dom0 shutdown: rebooting' "$log"; then how=reboot; fi
+  # QEMU may have exited on its own between two looks at the log (a quick power-off)
+  if [[ -z $how ]] && grep -q 'XENLAB-POWEROFF' "$log"; then how=poweroff; fi
+  if [[ -z $how ]] && grep -q -E 'Hardware Dom0 shutdown: rebooting|reboot: Restarting system' "$log"; then
+    how=reboot
+  fi
   kill -0 $qpid 2>/dev/null && kill $qpid
   wait $qpid 2>/dev/null || true
   sleep 0.5
