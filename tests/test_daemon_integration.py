@@ -8,6 +8,7 @@ and the CLI.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import time
@@ -57,14 +58,11 @@ def test_dropped_cfg_is_created_within_a_second(run: DaemonRun) -> None:
     run.write_config(interval="60s")
     run.start()
     wait_for(lambda: run.events("watching"), 10, "the watcher to start")
-    time.sleep(0.3)  # let the first pass finish so only the watcher can trigger the next
+    # the first pass is over (it writes the status file): only the watcher can bring the next
+    wait_for((run.state_dir / "status.json").exists, 10, "the first pass")
     dropped_at = time.time()
     run.add_guest("newcomer")
-    started = wait_for(lambda: run.events("create_started", "newcomer"), 10, "create_started")
-    reaction = time.mktime(time.strptime(started[0]["timestamp"][:19], "%Y-%m-%dT%H:%M:%S"))
-    # The log timestamp has one-second resolution; the precise figure is in bench/ (P2).
-    assert reaction - dropped_at < 2.0
-    calls = create_times(run, "newcomer")
+    wait_for(lambda: run.events("create_started", "newcomer"), 10, "create_started")
     wait_for(lambda: create_times(run, "newcomer"), 5, "the create invocation")
     calls = create_times(run, "newcomer")
     assert calls[0] - dropped_at < 1.0, f"created {calls[0] - dropped_at:.2f}s after the drop"
@@ -214,12 +212,12 @@ def test_status_and_plan_json(run: DaemonRun) -> None:
     run.add_guest("waiting", text='name = "waiting"\nmemory = 64\n')
     plan = run.cli("plan", "--json")
     assert plan.returncode == 0, plan.stderr
-    doc = __import__("json").loads(plan.stdout)
+    doc = json.loads(plan.stdout)
     assert sorted(c["name"] for c in doc["creates"]) == ["shown", "waiting"]
     assert run.sim.creates() == [], "plan does nothing"
     status = run.cli("status", "--json")
     assert status.returncode == 1  # guests not running yet
-    sdoc = __import__("json").loads(status.stdout)
+    sdoc = json.loads(status.stdout)
     assert sdoc["daemon"]["running"] is False
     assert {g["name"]: g["state"] for g in sdoc["guests"]} == {
         "shown": "pending",

@@ -568,7 +568,7 @@ class Daemon:
         old, self.config = self.config, new
         if new.state_dir != old.state_dir:
             self.log.warning("state_dir_unchanged", error="a new state_dir takes a restart")
-            self.config = _with_state_dir(new, old.state_dir)
+            self.config = replace(new, state_dir=old.state_dir)
         if (new.log_file, new.log_format, new.log_level) != (
             old.log_file,
             old.log_format,
@@ -584,8 +584,3 @@ class Daemon:
             self._close_watcher()
             self._start_watcher()
         self.log.info("config_reloaded", config=self.config_path)
-
-
-def _with_state_dir(config: Config, state_dir: str) -> Config:
-    """`config` with its state_dir replaced (frozen dataclass)."""
-    return replace(config, state_dir=state_dir)
