@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+import logging
 import os
 import select
 import shutil
-import struct
 import sys
 import threading
 from collections.abc import Iterator
@@ -16,15 +17,11 @@ from typing import Any
 
 import pytest
 
-from xenreconcile import watch
-from xenreconcile.watch import (
-    KqueueWatcher,
-    PollWatcher,
-    Watcher,
-    WatchUnavailable,
-    make_watcher,
-    take_snapshot,
-)
+from xenreconcile.watch import KINDS, Watcher, WatchUnavailable, make_watcher
+from xenreconcile.watch.events import Readout
+from xenreconcile.watch.inotify import InotifyWatcher
+from xenreconcile.watch.kqueue import KqueueWatcher
+from xenreconcile.watch.poll import RACY_WINDOW_NS, PollWatcher, take_snapshot
 
 GENEROUS = 5.0  # a change must be reported well within this
 QUIET = 0.5  # long enough for a spurious report to show up
@@ -232,26 +229,86 @@ def test_inotify_reports_a_continuous_stream_without_waiting_for_it_to_end(guest
 
 def test_inotify_queue_overflow_means_rescan(guests: Path) -> None:
     pyinotify = pytest.importorskip("pyinotify")
+    queue_limit = pyinotify.max_queued_events.value
+    if queue_limit > 100_000:
+        pytest.skip(f"fs.inotify.max_queued_events is {queue_limit}: too slow to overflow")
     log = LogRecorder()
-    w = watch.InotifyWatcher(str(guests), log=log)
-    real_wm = w._wm
-    read_fd, write_fd = os.pipe()
-    w._wm = SimpleNamespace(get_fd=lambda: read_fd)
+    w = InotifyWatcher(str(guests), log=log)
     try:
-        os.write(write_fd, struct.pack("iIII", -1, pyinotify.IN_Q_OVERFLOW, 0, 0))
+        # Three distinct events per round (create, close-write, delete), none read yet.
+        for _ in range(queue_limit // 3 + 100):
+            (guests / "churn.cfg").touch()
+            (guests / "churn.cfg").unlink()
         assert w.wait(GENEROUS) is True
         assert "watch_overflow" in log.names()
     finally:
-        w._wm = real_wm
         w.close()
-        os.close(read_fd)
-        os.close(write_fd)
 
 
-def test_inotify_event_parser_skips_names() -> None:
-    data = struct.pack("iIII", 3, 0x8, 0, 16) + b"alpha.cfg".ljust(16, b"\0")
-    data += struct.pack("iIII", 3, 0x200, 0, 0)
-    assert watch._inotify_events(data) == [(3, 0x8), (3, 0x200)]
+class RecordList(logging.Handler):
+    """Keeps every log record it is handed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_inotify_keeps_pyinotify_bookkeeping_out_of_the_logs(guests: Path, tmp_path: Path) -> None:
+    # pyinotify reports a watched directory moved away, and the events of a watch
+    # already removed, on stderr; the watcher logs watch_lost itself.
+    pytest.importorskip("pyinotify")
+    handler = RecordList()
+    logging.getLogger("pyinotify").addHandler(handler)
+    w = make_watcher("inotify", str(guests), poll_interval=0.05)
+    try:
+        os.rename(guests, tmp_path / "guests.old")
+        guests.mkdir()
+        assert w.wait(GENEROUS) is True
+        drain(w)
+    finally:
+        w.close()
+        logging.getLogger("pyinotify").removeHandler(handler)
+    assert handler.records == []
+
+
+@pytest.mark.parametrize("kind", ["inotify", "poll"])
+def test_file_name_that_is_not_utf8_is_a_change_like_any_other(guests: Path, kind: str) -> None:
+    log = LogRecorder()
+    w = make_watcher(kind, str(guests), poll_interval=0.05, log=log)
+    try:
+        drain(w)
+        try:
+            name = os.path.join(os.fsencode(guests), b"caf\xe9.cfg")
+            os.close(os.open(name, os.O_CREAT | os.O_WRONLY))
+        except OSError as err:
+            pytest.skip(f"this file system refuses names that are not UTF-8: {err}")
+        assert w.wait(GENEROUS) is True
+        drain(w)
+        (guests / "beta.cfg").write_text(CFG)
+        assert w.wait(GENEROUS) is True
+    finally:
+        w.close()
+    assert not {"watch_error", "watch_lost"} & set(log.names())
+
+
+def test_inotify_batch_cut_short_by_a_bad_name_still_notices_the_directory_moving(
+    guests: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("pyinotify")
+    w = InotifyWatcher(str(guests))
+    try:
+        try:
+            os.close(os.open(os.path.join(os.fsencode(guests), b"caf\xe9.cfg"), os.O_CREAT))
+        except OSError as err:
+            pytest.skip(f"this file system refuses names that are not UTF-8: {err}")
+        os.rename(guests, tmp_path / "guests.old")  # its IN_MOVE_SELF follows the bad name
+        guests.mkdir()
+        assert w._read(GENEROUS) == Readout(changed=True, lost=True)
+    finally:
+        w.close()
 
 
 # --- choosing a watcher -----------------------------------------------------------------------
@@ -325,6 +382,12 @@ def test_explicit_kqueue_without_kqueue_raises(guests: Path) -> None:
         make_watcher("kqueue", str(guests))
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_kind_is_the_name_of_its_module_and_watcher(kind: str) -> None:
+    module = importlib.import_module(f"xenreconcile.watch.{kind}")
+    assert module.WATCHER.name == kind
+
+
 def test_unknown_kind_is_a_value_error(guests: Path) -> None:
     with pytest.raises(ValueError, match="fanotify"):
         make_watcher("fanotify", str(guests))
@@ -349,7 +412,7 @@ def test_file_leaving_the_racy_window_is_not_a_change(guests: Path) -> None:
     path = guests / "alpha.cfg"
     mtime_ns = path.stat().st_mtime_ns
     fresh = take_snapshot(str(guests), now_ns=mtime_ns)
-    later = take_snapshot(str(guests), now_ns=mtime_ns + 10 * watch.RACY_WINDOW_NS)
+    later = take_snapshot(str(guests), now_ns=mtime_ns + 10 * RACY_WINDOW_NS)
     assert "alpha.cfg" in fresh.digests
     assert "alpha.cfg" not in later.digests
     assert not later.differs_from(fresh)

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from xenreconcile.models import Backoff, GuestOverride, PlannerSettings
+from xenreconcile.watch import CHOICES as WATCH_CHOICES
 
 DEFAULT_CONFIG_PATH = "/usr/local/etc/xenreconcile.yaml"
 CONFIG_ENV = "XENRECONCILE_CONFIG"
@@ -230,7 +231,7 @@ OPTIONS: tuple[Option, ...] = (
         "auto",
         "How changes in guests_dir are noticed: inotify (Linux), kqueue (FreeBSD), "
         "poll, or auto (the best one available).",
-        choices=("auto", "inotify", "kqueue", "poll"),
+        choices=WATCH_CHOICES,
     ),
     Option(
         "concurrency",
