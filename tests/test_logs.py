@@ -9,6 +9,7 @@ read the bytes written; the integration tests run the real daemon process.
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import re
@@ -85,6 +86,96 @@ def logfmt_field(line: str, key: str) -> str:
 def json_lines(text: str) -> list[dict[str, Any]]:
     """The JSON log lines of `text`."""
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+# --- escaping --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_logfmt_escapes_control_characters_in_values(tmp_path: Path, name: str) -> None:
+    log = tmp_path / "x.log"
+    logs.configure(str(log), "logfmt", "info")
+    value = f"before{HOSTILE[name]}after"
+
+    logs.get_logger().info("create_failed", guest="web", stderr=value)
+
+    line = only_line(log)
+    assert line.isprintable(), line
+    assert logfmt_field(line, "stderr") == value
+    assert logfmt_field(line, "guest") == "web"
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_logfmt_escapes_control_characters_in_the_event_and_keys(tmp_path: Path, name: str) -> None:
+    log = tmp_path / "x.log"
+    logs.configure(str(log), "logfmt", "info")
+    char = HOSTILE[name]
+
+    logs.get_logger().info(f"event{char}name", **{f"key{char}": "v"})
+
+    line = only_line(log)
+    assert line.isprintable(), line
+    assert logfmt_field(line, "event") == f"event{char}name"
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_json_escapes_every_control_character(tmp_path: Path, name: str) -> None:
+    log = tmp_path / "x.log"
+    logs.configure(str(log), "json", "info")
+    value = f"before{HOSTILE[name]}after"
+
+    logs.get_logger().info(f"e{value}", guest="web", stderr=value)
+
+    line = only_line(log)
+    assert line.isascii() and line.isprintable(), line
+    doc = json.loads(line)
+    assert (doc["event"], doc["stderr"]) == (f"e{value}", value)
+
+
+def test_logfmt_quotes_and_backslashes_round_trip(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    logs.configure(str(log), "logfmt", "info")
+    values = ['say "hi"', "C:\\dir", "a=b", "", "plain", "caf\u00e9 ok"]
+
+    for value in values:
+        logs.get_logger().info("e", v=value)
+
+    lines = log_text(log).splitlines()
+    assert [logfmt_field(line, "v") for line in lines] == values
+    assert lines[4].endswith(" v=plain") and lines[5].endswith(' v="café ok"')
+
+
+@pytest.mark.parametrize("fmt", ["logfmt", "json"])
+def test_a_file_name_that_is_not_utf8_is_logged_escaped(
+    tmp_path: Path, fmt: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "x.log"
+    logs.configure(str(log), fmt, "info")
+
+    logs.get_logger().error("invalid_file", file=f"/guests/{NOT_UTF8}", reason="not UTF-8")
+
+    line = only_line(log)
+    assert "\\udce9" in line
+    assert capfd.readouterr().err == ""  # no "--- Logging error ---" traceback
+
+
+class TtyStream(io.StringIO):
+    """A stderr that says it is a terminal (the console renderer is used)."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_console_renderer_escapes_control_characters(monkeypatch: pytest.MonkeyPatch) -> None:
+    terminal = TtyStream()
+    monkeypatch.setattr("sys.stderr", terminal)
+    logs.configure("-", "logfmt", "info")
+
+    logs.get_logger().info("bad\x1b]0;owned\x07", guest="w\reb", file=f"/g/{NOT_UTF8}")
+
+    lines = terminal.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].isprintable(), lines
+    assert "bad\\u001b]0;owned\\u0007" in lines[0] and "\\udce9" in lines[0]
 
 
 # --- the log file going away -----------------------------------------------------------------

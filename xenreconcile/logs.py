@@ -1,6 +1,9 @@
 """Logging: structlog events rendered through stdlib logging.
 
-One event per line with `event=` first, then `guest=` where there is one.
+One event per line with `event=` first, then `guest=` where there is one. Every
+character that is not printable (C0, DEL, C1, U+2028/U+2029, the lone surrogates
+an undecodable file name decodes to) is escaped, so a line is always one line of
+text, whatever a file name or xl's stderr contained.
 
 The file handler reopens the file when it was renamed or removed, so newsyslog
 (or logrotate) needs no signal. A log call never raises: while the file cannot
@@ -11,6 +14,7 @@ soon as it can be opened again.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -33,14 +37,80 @@ SHARED_PROCESSORS: tuple[Any, ...] = (
 _handler: logging.Handler | None = None
 
 
+# --- escaping -----------------------------------------------------------------------------
+
+
+def escape_char(char: str) -> str:
+    """The JSON-style escape of one character: `\\n`, `\\u001b`, `\\udcff`..."""
+    return json.dumps(char)[1:-1]
+
+
+def escape_text(text: str) -> str:
+    """`text` with the backslash and every character that is not printable escaped
+    JSON-style; the result is printable and contains no line break of any kind."""
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(c if c.isprintable() and c != "\\" else escape_char(c) for c in text)
+
+
+def logfmt_value(value: Any) -> str:
+    """`value` as a logfmt value: bare when it is plain, else double-quoted with
+    JSON string escapes (so `json.loads` of a quoted value gives the original)."""
+    text = str(value)
+    if text.isprintable() and not any(c in text for c in ' ="\\'):
+        return text
+    return '"' + escape_text(text).replace('"', '\\"') + '"'
+
+
+def logfmt_key(key: str) -> str:
+    """`key` with anything a logfmt key cannot hold escaped."""
+    safe = escape_text(key)
+    return safe.replace(" ", "\\u0020").replace("=", "\\u003d").replace('"', "\\u0022")
+
+
+def ordered_items(event_dict: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    """The items of `event_dict`, those of KEY_ORDER first in that order."""
+    for key in KEY_ORDER:
+        if key in event_dict:
+            yield key, event_dict[key]
+    for key, value in event_dict.items():
+        if key not in KEY_ORDER:
+            yield key, value
+
+
+def render_logfmt(_logger: Any, _name: str, event_dict: dict[str, Any]) -> str:
+    """The event as one logfmt line: `None` is `key=`, `True` a bare `key`."""
+    pairs = []
+    for key, value in ordered_items(event_dict):
+        name = logfmt_key(key)
+        if value is None:
+            pairs.append(f"{name}=")
+        elif value is True:
+            pairs.append(name)
+        else:
+            pairs.append(f"{name}={logfmt_value('false' if value is False else value)}")
+    return " ".join(pairs)
+
+
+def escape_for_console(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """The event with its keys and string values escaped (the console renderer
+    writes strings raw; it shows other values with repr, which escapes)."""
+    return {
+        escape_text(key): escape_text(value) if isinstance(value, str) else value
+        for key, value in event_dict.items()
+    }
+
+
 def _renderers(fmt: str, console: bool) -> list[Any]:
     """The last structlog processors for `fmt` ("logfmt" | "json"), or those of a
     colourless console renderer for a terminal."""
     if console:
-        return [structlog.dev.ConsoleRenderer(colors=False, sort_keys=False)]
+        return [escape_for_console, structlog.dev.ConsoleRenderer(colors=False, sort_keys=False)]
     if fmt == "json":
-        return [structlog.processors.JSONRenderer(sort_keys=False)]
-    return [structlog.processors.LogfmtRenderer(key_order=list(KEY_ORDER), drop_missing=True)]
+        # ensure_ascii escapes every non-ASCII character, C1, U+2028/9 and lone
+        # surrogates included: the line stays valid JSON and one line.
+        return [structlog.processors.JSONRenderer(sort_keys=False, ensure_ascii=True)]
+    return [render_logfmt]
 
 
 # --- the log file ----------------------------------------------------------------------------
@@ -208,7 +278,7 @@ class LogFileHandler(logging.Handler):
         try:
             text = self.format(record)
         except Exception:
-            text = f"{event} file={self.path!r}"
+            text = f"{event} file={logfmt_value(self.path)}"
         return (text + "\n").encode("utf-8", "backslashreplace")
 
 
