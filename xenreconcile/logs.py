@@ -156,6 +156,11 @@ def write_stderr(line: str) -> None:
         stream.flush()
 
 
+def encode(line: str) -> bytes:
+    """`line` as UTF-8; whatever cannot be encoded is backslash-escaped, never an error."""
+    return line.encode("utf-8", "backslashreplace")
+
+
 def write_all(fd: int, data: bytes) -> None:
     """Write all of `data` to `fd` (raises OSError)."""
     view = memoryview(data)
@@ -217,7 +222,7 @@ class LogFileHandler(logging.Handler):
             self._open_or_fall_back()
         if self.fd is not None:
             try:
-                write_all(self.fd, line.encode("utf-8", "backslashreplace"))
+                write_all(self.fd, encode(line))
                 return
             except OSError as exc:
                 self._close_file()
@@ -241,7 +246,7 @@ class LogFileHandler(logging.Handler):
         if self.failure is not None and self.fd is not None:
             self.failure = None
             with contextlib.suppress(OSError):
-                write_all(self.fd, self._notice_line("info", "log_file_restored"))
+                write_all(self.fd, encode(self._notice_line("info", "log_file_restored")))
 
     def _open_file(self) -> None:
         directory = os.path.dirname(self.path)
@@ -249,7 +254,11 @@ class LogFileHandler(logging.Handler):
             make_log_dir(directory)
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOCTTY
         fd = os.open(self.path, flags, LOG_FILE_MODE)
-        info = os.fstat(fd)
+        try:
+            info = os.fstat(fd)
+        except OSError:
+            os.close(fd)
+            raise
         self.fd, self.identity = fd, (info.st_dev, info.st_ino)
 
     def _close_file(self) -> None:
@@ -270,16 +279,15 @@ class LogFileHandler(logging.Handler):
                 logging_to="stderr",
                 retry=f"every {REOPEN_RETRY:g}s and on SIGHUP",
             )
-            write_stderr(notice.decode("utf-8", "backslashreplace"))
+            write_stderr(notice)
 
-    def _notice_line(self, level: str, event: str, **fields: Any) -> bytes:
-        """The handler's own event, rendered like any other, as a line of bytes."""
+    def _notice_line(self, level: str, event: str, **fields: Any) -> str:
+        """The handler's own event about `path`, rendered like any other, as a line."""
         record = notice_record(level, event, file=self.path, **fields)
         try:
-            text = self.format(record)
+            return self.format(record) + "\n"
         except Exception:
-            text = f"{event} file={logfmt_value(self.path)}"
-        return (text + "\n").encode("utf-8", "backslashreplace")
+            return f"{event} file={logfmt_value(self.path)}\n"
 
 
 def notice_record(level: str, event: str, **fields: Any) -> logging.LogRecord:
