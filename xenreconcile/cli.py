@@ -2,7 +2,8 @@
 
 Only argparse is imported here, so `--version` and `--help` answer at once; the
 commands themselves live in `commands`. Exit codes: 0 fine, 1 a problem found
-(invalid files, guests not running), 2 usage or config error.
+(invalid files, guests not running) or a failure at run time, 2 usage or config
+error only.
 """
 
 from __future__ import annotations

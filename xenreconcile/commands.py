@@ -1,7 +1,8 @@
 """The bodies of the `xenreconcile` commands: each is given the loaded config and
-the parsed arguments and returns the exit code (0 fine, 1 a problem found, 2 usage
-or config error). `cli` imports this module only after argparse has handled
-`--version` and `--help`, which so stay as fast as the interpreter's start-up.
+the parsed arguments and returns the exit code (0 fine, 1 a problem found or the
+command failed at run time, 2 usage or config error). `cli` imports this module
+only after argparse has handled `--version` and `--help`, which so stay as fast
+as the interpreter's start-up.
 """
 
 from __future__ import annotations
@@ -38,24 +39,27 @@ def dispatch(args: argparse.Namespace) -> int:
     try:
         return handler(config, args)
     except (DaemonError, OSError) as exc:
+        # A failure at run time, not a usage error: the service manager restarts
+        # a daemon that exits 1, and never one that exits 2.
         print(f"xenreconcile: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_PROBLEM
     except KeyboardInterrupt:
         return EXIT_PROBLEM
 
 
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
-    """`run [--once]`: the daemon in the foreground."""
-    try:
-        logs.configure(config.log_file, config.log_format, config.log_level)
-    except OSError as exc:
-        print(f"xenreconcile: cannot open log file {config.log_file}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    """`run [--once]`: the daemon in the foreground. A failure that ends it is
+    logged as `daemon_failed` and raised on to `dispatch`."""
+    logs.configure(config.log_file, config.log_format, config.log_level)
     daemon = Daemon(config, config_path=args.config)
-    if args.once:
-        return daemon.run_once()
-    daemon.install_signals()
-    return daemon.run()
+    try:
+        if args.once:
+            return daemon.run_once()
+        daemon.install_signals()
+        return daemon.run()
+    except (DaemonError, OSError) as exc:
+        logs.get_logger().error("daemon_failed", error=str(exc))
+        raise
 
 
 def daemon_pid(config: Config) -> int | None:
