@@ -120,22 +120,57 @@ def test_unit_leaves_xl_monitors_alone_and_outwaits_the_daemon() -> None:
     assert seconds(settings["TimeoutStopSec"][0]) > seconds(config_default("stop_timeout"))
 
 
-def test_newsyslog_entry_rotates_the_default_log_without_a_signal() -> None:
+def newsyslog_entries() -> dict[str, list[str]]:
+    """The fields of each newsyslog entry, by log file."""
     entries = [
         line.split()
         for line in NEWSYSLOG.read_text(encoding="utf-8").splitlines()
         if line.strip() and not line.startswith("#")
     ]
+    return {fields[0]: fields for fields in entries}
 
-    assert len(entries) == 1
-    path, owner, mode, count, size, when, flags = entries[0]
-    assert path == config_default("log_file")
+
+def rc_variable(name: str) -> str:
+    """The value the rc.d script assigns to a variable, with ${name} expanded."""
+    text = RC_SCRIPT.read_text(encoding="utf-8")
+    match = re.search(rf'^{name}="([^"]*)"$', text, flags=re.MULTILINE)
+    assert match, f"{name} not set in the rc.d script"
+    return match.group(1).replace("${name}", "xenreconcile")
+
+
+def test_newsyslog_rotates_the_log_and_the_daemons_stderr() -> None:
+    assert sorted(newsyslog_entries()) == sorted(
+        [config_default("log_file"), rc_variable("output_file")]
+    )
+
+
+def test_newsyslog_entry_rotates_the_default_log_without_a_signal() -> None:
+    _, owner, mode, count, size, when, flags = newsyslog_entries()[config_default("log_file")]
+
     assert owner == "root:wheel"
     assert re.fullmatch(r"[0-7]{3}", mode)
     assert int(count) > 0
     assert size == "*" or int(size) > 0
     assert when.startswith(("$", "@", "*")) or when.isdigit()
     assert "N" in flags, "no signal: the daemon reopens a rotated log by itself"
+
+
+def test_newsyslog_has_the_supervisor_reopen_the_daemons_stderr() -> None:
+    """daemon(8) -H reopens its -o file on SIGHUP; the daemon's own pid must not get it."""
+    output_file = rc_variable("output_file")
+    command_args = rc_variable("command_args").split()
+    entry = newsyslog_entries()[output_file]
+
+    assert command_args[command_args.index("-o") + 1] == "${output_file}"
+    assert "-H" in command_args
+    _, owner, mode, count, size, _, flags, pid_file, signal_number = entry
+    assert pid_file == rc_variable("pidfile") == "/var/run/xenreconcile_daemon.pid"
+    assert signal_number == "1"
+    assert "N" not in flags
+    assert mode == "600", "daemon(8) creates the file 0600"
+    assert owner == "root:wheel"
+    assert int(count) > 0
+    assert int(size) > 0
 
 
 @pytest.mark.parametrize("page", MAN_PAGES.values(), ids=lambda page: page.name)
