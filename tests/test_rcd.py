@@ -1,10 +1,12 @@
-"""rc.d/xenreconcile run for real by /bin/sh: start, status, reload, check, stop.
+"""rc.d/xenreconcile run for real by /bin/sh: start, status, reload, restart, check,
+stop, and where the daemon's stderr goes.
 
 FreeBSD's parts are test doubles in tests/rcd_stubs: rc.subr (a small faithful
 subset of /etc/rc.subr) and fake_daemon.py (daemon(8) of FreeBSD 13, whose
 supervisor exits on SIGTERM before its child has finished, or of 14, which
 waits). The test runs a copy of the script with `. /etc/rc.subr`, the program
-paths and /var/run rewritten to point at those doubles and a temp directory.
+paths, /var/run and /var/log/xen rewritten to point at those doubles and a temp
+directory.
 """
 
 from __future__ import annotations
@@ -75,6 +77,19 @@ class Service:
     @property
     def child_pidfile(self) -> Path:
         return self.root / "run" / "xenreconcile.pid"
+
+    @property
+    def output_file(self) -> Path:
+        """Where daemon(8) puts the daemon's stdout and stderr."""
+        return self.root / "log" / "xenreconcile.stderr"
+
+    def output(self) -> str:
+        """What the daemon wrote to its stdout and stderr so far."""
+        return self.output_file.read_text() if self.output_file.exists() else ""
+
+    def starts(self) -> int:
+        """How many times the daemon has started."""
+        return sum(e.startswith("started") for e in self.events())
 
     def rc(self, command: str) -> subprocess.CompletedProcess[str]:
         """Run `/bin/sh xenreconcile COMMAND` to completion."""
@@ -172,6 +187,7 @@ def install(
             "/usr/sbin/daemon": str(daemon),
             "/usr/local/bin/xenreconcile": str(program),
             "/var/run/": f"{root / 'run'}/",
+            "/var/log/xen/": f"{root / 'log'}/",
         },
     )
     script = root / "xenreconcile"
@@ -284,8 +300,14 @@ def test_fake_daemon_behaves_like_the_release(
     wait_until(lambda: not alive(child) and not alive(supervisor), "both to exit")
 
 
+def without_reopen(text: str) -> str:
+    """The script with daemon(8) started without -H."""
+    return rewrite(text, {"-f -H -o": "-f -o"})
+
+
 def test_sighup_kills_a_13_supervisor_and_not_a_14_one(services: Callable[..., Service]) -> None:
-    old, new = services(13), services(14)
+    """Without -H, that is: the reason reload signals the daemon, not the supervisor."""
+    old, new = services(13, edit=without_reopen), services(14, edit=without_reopen)
     for service in (old, new):
         assert service.rc("start").returncode == 0
     old_supervisor, old_child, _ = old.started()
@@ -309,6 +331,106 @@ def test_start_refuses_a_broken_config(services: Callable[..., Service]) -> None
     assert "broken: unknown key" in started.stderr
     assert not service.supervisor_pidfile.exists()
     assert service.rc("status").returncode == 1
+
+
+BROKEN = "broken: true\n"
+
+
+@pytest.mark.parametrize("release", [13, 14])
+def test_restart_with_a_broken_config_leaves_the_daemon_running(
+    services: Callable[..., Service], release: int
+) -> None:
+    service = services(release)
+    assert service.rc("start").returncode == 0
+    supervisor, child, _ = service.started()
+    service.config.write_text(BROKEN, encoding="utf-8")
+
+    restart = service.rc("restart")
+
+    assert restart.returncode == 1
+    assert "broken: unknown key" in restart.stderr
+    assert "xenreconcile not restarted:" in restart.stderr
+    assert "the running daemon is left as it is" in restart.stderr
+    assert "Stopping" not in restart.stdout
+    assert alive(supervisor)
+    assert alive(child)
+    assert "term" not in service.events()
+    assert service.rc("status").stdout.strip() == f"xenreconcile is running as pid {supervisor}."
+
+    service.config.write_text("interval: 30s\n", encoding="utf-8")
+    service.release()  # the old daemon may finish its stop at once
+    again = service.rc("restart")
+
+    assert again.returncode == 0, again.stderr
+    assert not alive(child)
+    wait_until(lambda: service.starts() == 2, "the restarted daemon")
+
+
+@pytest.mark.parametrize("release", [13, 14])
+def test_reload_with_a_broken_config_does_not_signal(
+    services: Callable[..., Service], release: int
+) -> None:
+    service = services(release)
+    assert service.rc("start").returncode == 0
+    supervisor, child, _ = service.started()
+    service.config.write_text(BROKEN, encoding="utf-8")
+
+    refused = service.rc("reload")
+
+    assert refused.returncode == 1
+    assert "broken: unknown key" in refused.stderr
+    assert "xenreconcile not reloaded:" in refused.stderr
+    assert "Reloading" not in refused.stdout
+    # A reload that does signal, so that a SIGHUP from the refused one would show too.
+    service.config.write_text("interval: 30s\n", encoding="utf-8")
+    assert service.rc("reload").returncode == 0
+    wait_until(lambda: "hup" in service.events(), "SIGHUP to reach the daemon")
+    assert service.events().count("hup") == 1
+    assert alive(supervisor)
+    assert alive(child)
+
+
+@pytest.mark.parametrize("release", [13, 14])
+def test_a_crashing_daemons_traceback_lands_in_the_output_file(
+    services: Callable[..., Service], release: int
+) -> None:
+    service = services(release)
+    assert service.rc("start").returncode == 0
+    supervisor, child, _ = service.started()
+
+    os.kill(child, signal.SIGUSR1)
+
+    crash = f"Crash: stand-in daemon {child} crashed on SIGUSR1"
+    wait_until(lambda: crash in service.output(), "the traceback in the output file")
+    assert "Traceback (most recent call last):" in service.output()
+    assert service.output_file.stat().st_mode & 0o777 == 0o600
+    wait_until(lambda: service.starts() == 2, "the supervisor to restart the daemon")
+    assert alive(supervisor)
+
+
+@pytest.mark.parametrize("release", [13, 14])
+def test_sighup_to_the_supervisor_reopens_the_output_file(
+    services: Callable[..., Service], release: int
+) -> None:
+    """What newsyslog does after rotating the file: rename it, SIGHUP the supervisor."""
+    service = services(release)
+    assert service.rc("start").returncode == 0
+    supervisor, first, _ = service.started()
+    os.kill(first, signal.SIGUSR1)
+    wait_until(lambda: f"daemon {first} crashed" in service.output(), "the first traceback")
+    wait_until(lambda: service.starts() == 2, "the supervisor to restart the daemon")
+    second = service.read_pid(service.child_pidfile)
+    rotated = service.output_file.with_name("xenreconcile.stderr.0")
+    service.output_file.rename(rotated)
+
+    os.kill(supervisor, signal.SIGHUP)
+
+    wait_until(service.output_file.exists, "the supervisor to reopen the output file")
+    assert alive(supervisor)
+    os.kill(second, signal.SIGUSR1)
+    wait_until(lambda: f"daemon {second} crashed" in service.output(), "the second traceback")
+    assert f"daemon {second} crashed" not in rotated.read_text()
+    assert "hup" not in service.events()
 
 
 def test_disabled_service_does_not_start(services: Callable[..., Service]) -> None:

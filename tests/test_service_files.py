@@ -16,6 +16,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 RC_SCRIPT = ROOT / "rc.d" / "xenreconcile"
 UNIT = ROOT / "etc" / "systemd" / "xenreconcile.service"
+DEBIAN = ROOT / "etc" / "debian"
+LINUX_INSTALL = ROOT / "tests" / "linux_install.sh"
 NEWSYSLOG = ROOT / "etc" / "newsyslog.conf.d" / "xenreconcile.conf"
 MAN_PAGES = {
     "man8/xenreconcile.8": ROOT / "docs" / "man" / "xenreconcile.8",
@@ -64,6 +66,17 @@ def test_rc_script_passes_shellcheck() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.parametrize(
+    "script", [DEBIAN / "xenreconcile.sh", LINUX_INSTALL], ids=lambda script: script.name
+)
+def test_linux_scripts_pass_shellcheck(script: Path) -> None:
+    shellcheck = tool("shellcheck", "shellcheck")
+
+    result = subprocess.run([shellcheck, str(script)], capture_output=True, text=True, check=False)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_rc_script_declares_its_place_in_rcorder() -> None:
     text = RC_SCRIPT.read_text(encoding="utf-8")
 
@@ -89,7 +102,7 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     program.chmod(0o755)
     unit = tmp_path / "xenreconcile.service"
     unit.write_text(
-        UNIT.read_text(encoding="utf-8").replace("/usr/local/bin/xenreconcile", str(program))
+        UNIT.read_text(encoding="utf-8").replace("/opt/xenreconcile/bin/xenreconcile", str(program))
     )
     # Documentation= names man pages: let man(1) find ours.
     for relative, page in MAN_PAGES.items():
@@ -120,22 +133,57 @@ def test_unit_leaves_xl_monitors_alone_and_outwaits_the_daemon() -> None:
     assert seconds(settings["TimeoutStopSec"][0]) > seconds(config_default("stop_timeout"))
 
 
-def test_newsyslog_entry_rotates_the_default_log_without_a_signal() -> None:
+def newsyslog_entries() -> dict[str, list[str]]:
+    """The fields of each newsyslog entry, by log file."""
     entries = [
         line.split()
         for line in NEWSYSLOG.read_text(encoding="utf-8").splitlines()
         if line.strip() and not line.startswith("#")
     ]
+    return {fields[0]: fields for fields in entries}
 
-    assert len(entries) == 1
-    path, owner, mode, count, size, when, flags = entries[0]
-    assert path == config_default("log_file")
+
+def rc_variable(name: str) -> str:
+    """The value the rc.d script assigns to a variable, with ${name} expanded."""
+    text = RC_SCRIPT.read_text(encoding="utf-8")
+    match = re.search(rf'^{name}="([^"]*)"$', text, flags=re.MULTILINE)
+    assert match, f"{name} not set in the rc.d script"
+    return match.group(1).replace("${name}", "xenreconcile")
+
+
+def test_newsyslog_rotates_the_log_and_the_daemons_stderr() -> None:
+    assert sorted(newsyslog_entries()) == sorted(
+        [config_default("log_file"), rc_variable("output_file")]
+    )
+
+
+def test_newsyslog_entry_rotates_the_default_log_without_a_signal() -> None:
+    _, owner, mode, count, size, when, flags = newsyslog_entries()[config_default("log_file")]
+
     assert owner == "root:wheel"
     assert re.fullmatch(r"[0-7]{3}", mode)
     assert int(count) > 0
     assert size == "*" or int(size) > 0
     assert when.startswith(("$", "@", "*")) or when.isdigit()
     assert "N" in flags, "no signal: the daemon reopens a rotated log by itself"
+
+
+def test_newsyslog_has_the_supervisor_reopen_the_daemons_stderr() -> None:
+    """daemon(8) -H reopens its -o file on SIGHUP; the daemon's own pid must not get it."""
+    output_file = rc_variable("output_file")
+    command_args = rc_variable("command_args").split()
+    entry = newsyslog_entries()[output_file]
+
+    assert command_args[command_args.index("-o") + 1] == "${output_file}"
+    assert "-H" in command_args
+    _, owner, mode, count, size, _, flags, pid_file, signal_number = entry
+    assert pid_file == rc_variable("pidfile") == "/var/run/xenreconcile_daemon.pid"
+    assert signal_number == "1"
+    assert "N" not in flags
+    assert mode == "600", "daemon(8) creates the file 0600"
+    assert owner == "root:wheel"
+    assert int(count) > 0
+    assert int(size) > 0
 
 
 @pytest.mark.parametrize("page", MAN_PAGES.values(), ids=lambda page: page.name)
@@ -227,3 +275,115 @@ def test_port_installs_what_its_plist_lists() -> None:
     assert "etc/newsyslog.conf.d/xenreconcile.conf" in plist
     assert f"{NEWSYSLOG.relative_to(ROOT)}" in makefile
     assert (ROOT / "etc" / "xenreconcile.yaml.sample").exists()
+
+
+# The README's Linux quickstart, the unit and the Debian files must agree. The commands
+# come from tests/linux_install.sh --print: what CI runs as root on Debian 12.
+
+
+def quickstart() -> list[list[str]]:
+    """The README's Linux quickstart commands, each split into words."""
+    result = subprocess.run(
+        ["bash", str(LINUX_INSTALL), "--print"], capture_output=True, text=True, check=True
+    )
+    return [line.split() for line in result.stdout.splitlines() if line.strip()]
+
+
+def installed_as(source: str) -> str:
+    """Where the quickstart's `install ... SOURCE DEST` puts a file of the tree."""
+    for words in quickstart():
+        if "install" in words and source in words:
+            destination = words[words.index(source) + 1]
+            return destination + Path(source).name if destination.endswith("/") else destination
+    pytest.fail(f"the Linux quickstart does not install {source}")
+
+
+def unit_exec_start() -> list[str]:
+    """The words of the unit's ExecStart."""
+    (exec_start,) = unit_settings()["ExecStart"]
+    return exec_start.split()
+
+
+def debian_config() -> Any:
+    """etc/debian/xenreconcile.yaml, parsed as the daemon parses it."""
+    config = pytest.importorskip("xenreconcile.config")
+    path = DEBIAN / "xenreconcile.yaml"
+    return config.parse_config(path.read_text(encoding="utf-8"), str(path))
+
+
+def test_linux_quickstart_builds_a_venv_with_debians_python_and_no_pypi_xenreconcile() -> None:
+    commands = quickstart()
+    venvs = [words[3] for words in commands if words[:3] == ["/usr/bin/python3", "-m", "venv"]]
+    pips = [words for words in commands for word in words if word.endswith("pip")]
+
+    assert venvs == ["/opt/xenreconcile"]
+    assert pips == [["/opt/xenreconcile/bin/pip", "install", "."]], (
+        "only the venv's pip, on this tree"
+    )
+    assert unit_exec_start()[0] == "/opt/xenreconcile/bin/xenreconcile"
+    assert "python3-venv" in next(words for words in commands if "apt-get" in words)
+
+
+def test_linux_quickstart_installs_the_files_the_unit_names() -> None:
+    program, *args = unit_exec_start()
+    config_path = args[args.index("-c") + 1]
+
+    assert installed_as("etc/systemd/xenreconcile.service") == (
+        "/etc/systemd/system/xenreconcile.service"
+    )
+    assert installed_as("etc/debian/xenreconcile.yaml") == config_path == "/etc/xenreconcile.yaml"
+    assert args[-1] == "run"
+    for page in MAN_PAGES.values():
+        assert installed_as(str(page.relative_to(ROOT))).startswith("/usr/local/share/man/")
+    for words in quickstart():
+        for word in words:
+            if word.startswith(("etc/", "docs/")):
+                assert (ROOT / word).is_file(), f"the quickstart names {word}, not in the tree"
+    wrapper = (DEBIAN / "xenreconcile.sh").read_text(encoding="utf-8")
+    assert f"exec {program} " in wrapper
+    assert f"XENRECONCILE_CONFIG:={config_path}" in wrapper
+
+
+def test_debian_config_sets_debians_paths() -> None:
+    config = debian_config()
+
+    assert config.guests_dir == "/etc/xen/guests"
+    assert config.state_dir == "/var/lib/xenreconcile"
+    assert config.xl == ("/usr/sbin/xl",)
+    assert config_default("state_dir") != config.state_dir, "FreeBSD's default is /var/db"
+    assert any(
+        words[:2] == ["install", "-d"] and config.guests_dir in words for words in quickstart()
+    ), "the quickstart creates the guests directory"
+    logrotate = [
+        line.split()
+        for line in (DEBIAN / "xenreconcile.logrotate").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert logrotate[0] == [config.log_file, "{"]
+    # The daemon reopens a rotated log by itself: no copy, no signal.
+    assert not [words for words in logrotate if words[0] in ("copytruncate", "postrotate")]
+
+
+def test_debian_wrapper_runs_the_venv_program_with_debians_config(tmp_path: Path) -> None:
+    program = tmp_path / "xenreconcile"
+    program.write_text('#!/bin/sh\necho "$XENRECONCILE_CONFIG" "$@"\n')
+    program.chmod(0o755)
+    wrapper = tmp_path / "wrapper"
+    wrapper.write_text(
+        (DEBIAN / "xenreconcile.sh")
+        .read_text(encoding="utf-8")
+        .replace("/opt/xenreconcile/bin/xenreconcile", str(program))
+    )
+    wrapper.chmod(0o755)
+
+    def run(**env: str) -> str:
+        return subprocess.run(
+            [str(wrapper), "hold", "web", "--reason", "two words"],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PATH": "/usr/bin:/bin", **env},
+        ).stdout
+
+    assert run() == "/etc/xenreconcile.yaml hold web --reason two words\n"
+    assert run(XENRECONCILE_CONFIG="/srv/x.yaml") == "/srv/x.yaml hold web --reason two words\n"

@@ -7,7 +7,9 @@ Files next to CONFIG record what happened: `events` (one line per event:
 "started ARGS...", "hup", "term", "exit"), `monitors` (their pids, one a line).
 
 run: leaves a detached "monitor" grandchild as `xl create` does (its own
-session, orphaned; here a `sleep`), then waits for signals.  SIGHUP is recorded.
+session, orphaned, with none of our descriptors; here a `sleep`), then waits for
+signals.  SIGHUP is recorded.  SIGUSR1 makes it crash: an uncaught exception,
+whose traceback Python prints on stderr before exiting 1.
 SIGTERM is recorded, then the stand-in finishes like the daemon waiting for
 creates in flight: it exits 0 only once a file `release` exists next to CONFIG
 (or after 60 s), so a test decides how long "finishing" takes.
@@ -39,6 +41,10 @@ def leave_monitor(directory: Path) -> None:
         os.setsid()
         monitor = os.fork()
         if monitor == 0:
+            # As the real daemon's xl: stdio of its own, not our stdout/stderr.
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
             os.execv("/bin/sleep", ["sleep", "600"])
         with open(directory / "monitors", "a", encoding="ascii") as handle:
             handle.write(f"{monitor}\n")
@@ -55,19 +61,31 @@ def finish(directory: Path) -> None:
     sys.exit(0)
 
 
+class Crash(RuntimeError):
+    """What the stand-in raises, uncaught, on SIGUSR1."""
+
+
 def run(directory: Path, argv: list[str]) -> int:
-    """Act as the long-running daemon until SIGTERM."""
-    terminate = False
+    """Act as the long-running daemon until SIGTERM (or SIGUSR1: crash)."""
+    terminate = crash = False
 
     def on_term(_signum: int, _frame: object) -> None:
         nonlocal terminate
         terminate = True
 
+    def on_usr1(_signum: int, _frame: object) -> None:
+        nonlocal crash
+        crash = True
+
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGUSR1, on_usr1)
     signal.signal(signal.SIGHUP, lambda _n, _f: record(directory, "hup"))
     leave_monitor(directory)
     record(directory, "started " + " ".join(argv))
     while not terminate:
+        if crash:
+            record(directory, "crash")
+            raise Crash(f"stand-in daemon {os.getpid()} crashed on SIGUSR1")
         time.sleep(0.05)
     record(directory, "term")
     finish(directory)
