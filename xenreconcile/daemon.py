@@ -40,7 +40,7 @@ from xenreconcile.models import (
 from xenreconcile.notify import notify_async
 from xenreconcile.state import StateStore, read_boot_time
 from xenreconcile.watch import Watcher, WatchUnavailable, make_watcher
-from xenreconcile.xl import ToolstackError, XlRunner
+from xenreconcile.xl import CFG_COPY_DIR, ToolstackError, XlRunner, create_checked
 
 POLL_INTERVAL = 0.5  # the poll watcher's period: a change is seen within 1 s
 REQUEST_POLL = 0.5  # how often the loop looks for hold/release/retry requests
@@ -379,13 +379,16 @@ class Daemon:
     def _create_in_thread(
         self, action: CreateAction, done: Callable[[CreateResult], None]
     ) -> threading.Thread:
-        """Run `xl create` for `action` in a daemon thread; `done` gets the result."""
+        """Run `xl create` for `action` in a daemon thread on a private copy of the
+        bytes the scan checked; `done` gets the result."""
         runner = self.runner
         assert runner is not None
+        data = self.scanner.checked_bytes(action.path, action.cfg_hash)
+        copy_dir = os.path.join(self.config.state_dir, CFG_COPY_DIR)
 
         def work() -> None:
             try:
-                result = runner.create(action.path)
+                result = create_checked(runner.create, action, data, copy_dir)
             except Exception as exc:  # a bug in the adapter must not kill the loop
                 result = CreateResult(
                     ok=False, exit_code=None, stderr_tail=f"internal error: {exc!r}"

@@ -12,21 +12,26 @@ exit nothing is killed, so the monitor of a successful create survives.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
+import secrets
 import signal
+import stat
 import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import IO
 
+from xenreconcile import trust
 from xenreconcile.models import (
     DOM0_NAME,
     INCOMING_SUFFIX,
     MIGRATEDAWAY_SUFFIX,
+    CreateAction,
     CreateResult,
     Domain,
 )
@@ -34,6 +39,9 @@ from xenreconcile.models import (
 HEADER_WORDS = ("Name", "ID", "Mem", "VCPUs", "State", "Time(s)")
 STDERR_TAIL_LINES = 20
 DEFAULT_KILL_GRACE = 5.0
+CFG_COPY_DIR = "cfg"  # under state_dir: the private copies `xl create` reads
+STALE_COPY_AGE = 3600.0  # a copy this old was left by a killed daemon
+NOT_RUN = 127  # the exit code reported when xl was not run at all, as a shell would
 
 # One table row, parsed from the right: name, ID, Mem, VCPUs, State, Time.
 # State letters by position, as xl prints them: running, blocked, paused,
@@ -222,6 +230,90 @@ class XlRunner:
                 stderr=_read(err),
                 duration=time.monotonic() - started,
             )
+
+
+# --- handing xl the checked bytes ------------------------------------------------------------
+
+
+def create_checked(
+    create: Callable[[str], CreateResult],
+    action: CreateAction,
+    data: bytes | None,
+    copy_dir: str,
+) -> CreateResult:
+    """Run `create` (an `xl create PATH`) on a private copy of `data`, the bytes
+    the scan checked for `action`'s file, written into `copy_dir`; xl so never
+    opens the guests directory's path, which could have been swapped since.
+    Refuses (xl not run) when `data` is missing or does not hash to the
+    `cfg_hash` the planner decided on. xl's output names the original file."""
+    if data is None or hashlib.sha256(data).hexdigest() != action.cfg_hash:
+        return CreateResult(
+            ok=False,
+            exit_code=NOT_RUN,
+            stderr_tail=f"{action.path}: not created: the content checked by the scan is not "
+            "at hand (the file changed); the next pass decides",
+        )
+    with contextlib.ExitStack() as stack:
+        try:
+            copy = stack.enter_context(private_copy(copy_dir, data, action.cfg_hash))
+        except OSError as exc:
+            return CreateResult(
+                ok=False,
+                exit_code=NOT_RUN,
+                stderr_tail=f"not created: cannot write a private copy of {action.path}: {exc}",
+            )
+        result = create(copy)
+    return replace(result, stderr_tail=result.stderr_tail.replace(copy, action.path))
+
+
+@contextlib.contextmanager
+def private_copy(directory: str, data: bytes, cfg_hash: str) -> Iterator[str]:
+    """Write `data` into a new file (mode 0600, never through a symlink) in the
+    private `directory`, created with mode 0700 if missing; yield its path and
+    remove it afterwards. Raises OSError when `directory` is one someone other
+    than root (or the daemon's own user) could change."""
+    _ensure_private_directory(directory)
+    _remove_stale_copies(directory)
+    path = os.path.join(directory, f"{cfg_hash[:16]}-{secrets.token_hex(8)}.cfg")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _ensure_private_directory(directory: str) -> None:
+    """Create `directory` (mode 0700) if missing; OSError unless it is a real
+    directory that it and every component on the way are trusted (`trust`)."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(directory, 0o700)
+    steps = trust.resolve(directory)
+    allowed = trust.allowed_uids()
+    final = steps[-1].st
+    problem = (
+        trust.passage_problem(steps, allowed)
+        or (None if stat.S_ISDIR(os.lstat(directory).st_mode) else "not a directory")
+        or trust.owner_problem(final, allowed)
+        or trust.mode_problem(final)
+    )
+    if problem is not None:
+        raise OSError(f"{directory} is unsafe: {problem}")
+
+
+def _remove_stale_copies(directory: str) -> None:
+    """Remove copies a killed daemon left behind (xl reads its copy at once)."""
+    cutoff = time.time() - STALE_COPY_AGE
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if not entry.name.endswith(".cfg") or not entry.is_file(follow_symlinks=False):
+                continue
+            with contextlib.suppress(OSError):
+                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    os.unlink(entry.path)
 
 
 def _wait_or_kill(proc: subprocess.Popen[bytes], timeout: float, grace: float) -> bool:
