@@ -205,6 +205,16 @@ def test_unparsable_file_is_invalid_with_its_line(guests: Path) -> None:
     assert invalid.reason
 
 
+def test_name_starting_with_a_no_break_space_is_invalid_with_its_line(guests: Path) -> None:
+    write(guests, "pasted.cfg", 'memory = 128\nname = "\u00a0web"\n')
+    write(guests, "a.cfg", cfg("a"))
+    state = scan(guests)
+    assert names(state) == ["a"]
+    invalid = only_invalid(state)
+    assert (invalid.path, invalid.line, invalid.column) == (str(guests / "pasted.cfg"), 2, 1)
+    assert "U+00A0 NO-BREAK SPACE" in invalid.reason
+
+
 def test_file_without_a_name_is_invalid(guests: Path) -> None:
     write(guests, "anon.cfg", "memory = 128\n")
     invalid = only_invalid(scan(guests))

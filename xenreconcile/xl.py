@@ -44,10 +44,13 @@ STALE_COPY_AGE = 3600.0  # a copy this old was left by a killed daemon
 NOT_RUN = 127  # the exit code reported when xl was not run at all, as a shell would
 
 # One table row, parsed from the right: name, ID, Mem, VCPUs, State, Time.
+# xl prints the name left-aligned, padded with ASCII spaces (printf "%-40s "):
+# only those are taken off, so a name may start or end with any other character
+# (a no-break space, say) and still be read as it is.
 # State letters by position, as xl prints them: running, blocked, paused,
 # shutdown, shutdown reason (- r s c w S, or ? for an unknown reason), dying.
 _ROW = re.compile(
-    r"^(?P<name>\S.*?)[ \t]+(?P<domid>[0-9]+)[ \t]+(?P<mem>[0-9]+)[ \t]+(?P<vcpus>[0-9]+)"
+    r"^(?P<name>.*?[^ \t])[ \t]+(?P<domid>[0-9]+)[ \t]+(?P<mem>[0-9]+)[ \t]+(?P<vcpus>[0-9]+)"
     r"[ \t]+(?P<state>[r-][b-][p-][s-][-rscwS?][d-])[ \t]+(?P<time>[0-9]+\.[0-9])$"
 )
 _MAX_DOMID = 0x7FF4  # DOMID_FIRST_RESERVED: ids at or above it are never guests
@@ -68,6 +71,32 @@ class XlListError(ToolstackError):
         self.line = line
 
 
+@dataclass(frozen=True, slots=True)
+class UnreadRow:
+    """A line of `xl list` output that is not a row we can read: its 1-based
+    line number, its text and why."""
+
+    line: int
+    text: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"xl list output line {self.line}: {self.reason}"
+
+
+class XlListRowsError(XlListError):
+    """A listing that is sound (header, Domain-0, unique rows, complete last
+    line) except for some rows that cannot be read: `domains` are the rows that
+    could be, `rows` the others. Raised as an XlListError, so that a caller that
+    does not look further takes no action at all."""
+
+    def __init__(self, domains: tuple[Domain, ...], rows: tuple[UnreadRow, ...]) -> None:
+        more = f" (and {len(rows) - 1} more unreadable rows)" if len(rows) > 1 else ""
+        super().__init__(rows[0].reason + more, rows[0].line)
+        self.domains = domains
+        self.rows = rows
+
+
 # --- parsing -------------------------------------------------------------------------------
 
 
@@ -76,16 +105,25 @@ def parse_xl_list(text: str) -> tuple[Domain, ...]:
 
     The header is required, every other line must be a complete row, names and
     domain ids must be unique, and a `Domain-0` row with id 0 must be present.
-    Raises XlListError (and nothing else) for anything else."""
+    Raises XlListError (and nothing else) for anything else: XlListRowsError
+    when only some rows cannot be read and the output ends with a newline (a
+    listing cut short cannot tell which guests it left out)."""
     lines = _significant_lines(text)
     if not lines:
         raise XlListError("empty output", None)
     if tuple(lines[0].split()) != HEADER_WORDS:
         raise XlListError(f"not the xl list header: {_quote(lines[0])}", 1)
-    domains = tuple(_parse_row(line, number) for number, line in enumerate(lines[1:], start=2))
-    _check_unique(domains)
+    rows = [_parse_row(line, number) for number, line in enumerate(lines[1:], start=2)]
+    numbered = [(n, row) for n, row in enumerate(rows, start=2) if isinstance(row, Domain)]
+    unread = tuple(row for row in rows if isinstance(row, UnreadRow))
+    _check_unique(numbered)
+    domains = tuple(domain for _number, domain in numbered)
     if not any(d.name == DOM0_NAME and d.domid == 0 for d in domains):
         raise XlListError(f"no {DOM0_NAME} row in xl list output", None)
+    if unread and not text.endswith("\n"):
+        raise XlListError(f"output cut short; {unread[0].reason}", unread[0].line)
+    if unread:
+        raise XlListRowsError(domains, unread)
     return domains
 
 
@@ -97,14 +135,14 @@ def _significant_lines(text: str) -> list[str]:
     return lines
 
 
-def _parse_row(line: str, number: int) -> Domain:
-    """One table row -> Domain; XlListError naming line `number` if it is not one."""
+def _parse_row(line: str, number: int) -> Domain | UnreadRow:
+    """One table row -> Domain, or an UnreadRow naming line `number` if it is not one."""
     match = _ROW.match(line.rstrip(" \t"))
     if match is None:
-        raise XlListError(f"not an xl list row: {_quote(line)}", number)
+        return UnreadRow(number, line, f"not an xl list row: {_quote(line)}")
     domid = int(match["domid"])
     if domid >= _MAX_DOMID:
-        raise XlListError(f"domain id {domid} out of range", number)
+        return UnreadRow(number, line, f"domain id {domid} out of range")
     return Domain(
         name=match["name"],
         domid=domid,
@@ -115,11 +153,11 @@ def _parse_row(line: str, number: int) -> Domain:
     )
 
 
-def _check_unique(domains: tuple[Domain, ...]) -> None:
-    """Raise XlListError if two rows share a name or a domain id."""
+def _check_unique(rows: Sequence[tuple[int, Domain]]) -> None:
+    """Raise XlListError if two rows (line number, domain) share a name or a domain id."""
     seen_names: set[str] = set()
     seen_ids: set[int] = set()
-    for number, domain in enumerate(domains, start=2):
+    for number, domain in rows:
         if domain.name in seen_names:
             raise XlListError(f"duplicate domain name {domain.name!r}", number)
         if domain.domid in seen_ids:
