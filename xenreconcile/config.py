@@ -310,9 +310,11 @@ OPTIONS: tuple[Option, ...] = (
         "strict_permissions",
         Kind.BOOL,
         True,
-        "Refuse the guests directory and cfg files unless owned by root (or the "
-        "daemon's user) and not writable by group or others: a cfg names programs "
-        "that Dom0 runs as root.",
+        "Refuse the guests directory and cfg files unless they, and every directory "
+        "and symlink on the way to them, are owned by root (or the daemon's user) and "
+        "not writable by group or others (a root-owned sticky directory such as /tmp "
+        "may be on the way): a cfg names programs that Dom0 runs as root. The config "
+        "file itself is always checked so, whatever this key says.",
     ),
     Option(
         "guests",
