@@ -1,10 +1,9 @@
-"""`xl create` reads the very bytes the scan checked: a private copy, never the path again."""
+"""`xl create` reads the very bytes the scan checked, from an unnamed file, never the path."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from xenreconcile.daemon import Daemon
 from xenreconcile.guestdir import GuestDirScanner
 from xenreconcile.models import CreateAction, CreateResult, DesiredState
 from xenreconcile.simxl import SimXl
-from xenreconcile.xl import CFG_COPY_DIR, NOT_RUN, XlRunner, create_checked, private_copy
+from xenreconcile.xl import NOT_RUN, STDIN_PATH, XlRunner, create_checked
 
 GOOD = 'name = "good"\ntype = "pv"\nkernel = "/boot/vmlinuz"\nmemory = 128\n'
 EVIL = 'name = "evil"\ntype = "pv"\nbootloader = "/home/mallory/rootkit"\nmemory = 128\n'
@@ -26,95 +25,68 @@ def action_for(path: Path, data: bytes, name: str = "good") -> CreateAction:
     return CreateAction(name, str(path), hashlib.sha256(data).hexdigest())
 
 
-class Recorder:
-    """A stand-in for `XlRunner.create` that keeps what it was given to read."""
-
-    def __init__(self, output: str = "") -> None:
-        self.output = output
-        self.seen: list[tuple[str, bytes, int]] = []
-
-    def create(self, path: str) -> CreateResult:
-        st = os.stat(path)
-        self.seen.append((path, Path(path).read_bytes(), stat.S_IMODE(st.st_mode)))
-        return CreateResult(ok=False, exit_code=1, stderr_tail=self.output.format(path=path))
+# --- what xl is given to read ---------------------------------------------------------------
 
 
-# --- the copy ------------------------------------------------------------------------------
+def test_xl_reads_the_checked_bytes_from_an_unnamed_file(simxl: SimXl) -> None:
+    result = XlRunner(simxl.command).create_from_bytes(GOOD.encode(), "/guests/good.cfg")
+    assert result.ok, result.stderr_tail
+    (call,) = simxl.creates()
+    assert (call["argv"], call["name"]) == (["create", STDIN_PATH], "good")
+    assert simxl.names() == ["good"]
+    assert result.stderr_tail == "Parsing config from /guests/good.cfg"
 
 
-def test_xl_reads_a_private_copy_that_is_removed_afterwards(tmp_path: Path) -> None:
-    data = GOOD.encode()
-    copies = tmp_path / "state" / CFG_COPY_DIR
-    (tmp_path / "state").mkdir(mode=0o755)
-    recorder = Recorder()
-    create_checked(recorder.create, action_for(tmp_path / "g.cfg", data), data, str(copies))
-    ((path, seen, mode),) = recorder.seen
-    assert Path(path).parent == copies
-    assert (seen, mode) == (data, 0o600)
-    assert stat.S_IMODE(copies.stat().st_mode) == 0o700
-    assert list(copies.iterdir()) == []
+def test_xls_messages_name_the_original_file(simxl: SimXl) -> None:
+    simxl.set_faults(create_fail={"good": "parse"})
+    result = XlRunner(simxl.command).create_from_bytes(GOOD.encode(), "/guests/good.cfg")
+    assert not result.ok
+    assert result.stderr_tail.splitlines()[:2] == [
+        "Parsing config from /guests/good.cfg",
+        "/guests/good.cfg:1: config parsing error near `is': syntax error, "
+        "unexpected IDENT, expecting += or '='",
+    ]
 
 
-def test_xls_messages_name_the_original_file(tmp_path: Path) -> None:
-    data = GOOD.encode()
-    original = tmp_path / "guests" / "g.cfg"
-    recorder = Recorder("Parsing config from {path}\n{path}:3: config parsing error\n")
-    result = create_checked(
-        recorder.create, action_for(original, data), data, str(tmp_path / "copies")
-    )
-    assert result.stderr_tail == (
-        f"Parsing config from {original}\n{original}:3: config parsing error\n"
-    )
+def test_without_memfd_a_removed_temporary_file_holds_the_bytes(
+    simxl: SimXl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_memfd(_name: str) -> int:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(os, "memfd_create", no_memfd)
+    assert XlRunner(simxl.command).create_from_bytes(GOOD.encode(), "/guests/good.cfg").ok
+    assert simxl.names() == ["good"]
 
 
 @pytest.mark.parametrize("data", [None, EVIL.encode()])
 def test_bytes_that_are_not_the_checked_ones_never_reach_xl(
     tmp_path: Path, data: bytes | None
 ) -> None:
-    recorder = Recorder()
+    given: list[bytes] = []
+
+    def create_from_bytes(content: bytes, _shown: str) -> CreateResult:
+        given.append(content)
+        return CreateResult(ok=True, exit_code=0)
+
     action = action_for(tmp_path / "g.cfg", GOOD.encode())
-    result = create_checked(recorder.create, action, data, str(tmp_path / "copies"))
-    assert recorder.seen == []
+    result = create_checked(create_from_bytes, action, data)
+    assert given == []
     assert not result.ok
     assert result.exit_code == NOT_RUN
     assert "the content checked by the scan is not at hand" in result.stderr_tail
 
 
-def test_an_unsafe_copy_directory_is_refused(tmp_path: Path) -> None:
-    copies = tmp_path / "copies"
-    copies.mkdir()
-    copies.chmod(0o777)
-    recorder = Recorder()
+def test_the_checked_bytes_are_handed_on(tmp_path: Path) -> None:
+    given: list[tuple[bytes, str]] = []
+
+    def create_from_bytes(content: bytes, shown: str) -> CreateResult:
+        given.append((content, shown))
+        return CreateResult(ok=True, exit_code=0)
+
     data = GOOD.encode()
-    result = create_checked(
-        recorder.create, action_for(tmp_path / "g.cfg", data), data, str(copies)
-    )
-    assert recorder.seen == []
-    assert result.exit_code == NOT_RUN
-    assert f"{copies} is unsafe: mode 0777 is writable by group or others" in result.stderr_tail
-
-
-def test_a_symlink_planted_as_the_copy_directory_is_refused(tmp_path: Path) -> None:
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir(mode=0o700)
-    (tmp_path / "copies").symlink_to(elsewhere)
-    with (
-        pytest.raises(OSError, match="not a directory"),
-        private_copy(str(tmp_path / "copies"), b"x", "0" * 64),
-    ):
-        pass
-    assert list(elsewhere.iterdir()) == []
-
-
-def test_stale_copies_are_removed_and_fresh_ones_kept(tmp_path: Path) -> None:
-    copies = tmp_path / "copies"
-    copies.mkdir(mode=0o700)
-    stale, fresh = copies / "old.cfg", copies / "new.cfg"
-    stale.write_text("x")
-    fresh.write_text("y")
-    os.utime(stale, (1.0, 1.0))
-    with private_copy(str(copies), b"z", "0" * 64) as path:
-        assert sorted(copies.iterdir()) == sorted([fresh, Path(path)])
+    assert create_checked(create_from_bytes, action_for(tmp_path / "g.cfg", data), data).ok
+    assert given == [(data, str(tmp_path / "g.cfg"))]
 
 
 # --- the daemon's create path ---------------------------------------------------------------
@@ -169,7 +141,6 @@ def test_a_file_swapped_between_scan_and_create_never_reaches_xl(
     daemon.run_once()
     assert [c.get("name") for c in simxl.creates()] == ["good"]
     assert "evil" not in simxl.names()
-    assert list((tmp_path / "state" / CFG_COPY_DIR).iterdir()) == []
 
 
 def test_a_symlink_repointed_between_scan_and_create_never_reaches_xl(

@@ -41,7 +41,6 @@ from xenreconcile.notify import notify_async
 from xenreconcile.state import StateStore, read_boot_time
 from xenreconcile.watch import Watcher, WatchUnavailable, make_watcher
 from xenreconcile.xl import (
-    CFG_COPY_DIR,
     ToolstackError,
     UnreadRow,
     XlListRowsError,
@@ -72,6 +71,7 @@ class Runner(Protocol):
 
     def list(self) -> tuple[Domain, ...]: ...
     def create(self, path: str) -> CreateResult: ...
+    def create_from_bytes(self, data: bytes, shown_path: str) -> CreateResult: ...
 
 
 class Clock(Protocol):
@@ -432,16 +432,15 @@ class Daemon:
     def _create_in_thread(
         self, action: CreateAction, done: Callable[[CreateResult], None]
     ) -> threading.Thread:
-        """Run `xl create` for `action` in a daemon thread on a private copy of the
-        bytes the scan checked; `done` gets the result."""
+        """Run `xl create` for `action` in a daemon thread on the very bytes the
+        scan checked; `done` gets the result."""
         runner = self.runner
         assert runner is not None
         data = self.scanner.checked_bytes(action.path, action.cfg_hash)
-        copy_dir = os.path.join(self.config.state_dir, CFG_COPY_DIR)
 
         def work() -> None:
             try:
-                result = create_checked(runner.create, action, data, copy_dir)
+                result = create_checked(runner.create_from_bytes, action, data)
             except Exception as exc:  # a bug in the adapter must not kill the loop
                 result = CreateResult(
                     ok=False, exit_code=None, stderr_tail=f"internal error: {exc!r}"

@@ -17,7 +17,7 @@ is then opened without following a symlink at the path so resolved, and must be
 the very inode that was checked.
 
 The bytes read are what counts: `checked_bytes` hands them out, so that `xl
-create` is given a private copy of them and never opens the path again.
+create` reads exactly them and never opens the path again.
 
 An unchanged file (same device, inode, size, mtime, ctime, mode, owner) is not
 read or parsed again: its previous result is reused. Permission checks run on

@@ -15,9 +15,7 @@ import contextlib
 import hashlib
 import os
 import re
-import secrets
 import signal
-import stat
 import subprocess
 import tempfile
 import threading
@@ -26,7 +24,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import IO
 
-from xenreconcile import trust
 from xenreconcile.models import (
     DOM0_NAME,
     INCOMING_SUFFIX,
@@ -39,9 +36,10 @@ from xenreconcile.models import (
 HEADER_WORDS = ("Name", "ID", "Mem", "VCPUs", "State", "Time(s)")
 STDERR_TAIL_LINES = 20
 DEFAULT_KILL_GRACE = 5.0
-CFG_COPY_DIR = "cfg"  # under state_dir: the private copies `xl create` reads
-STALE_COPY_AGE = 3600.0  # a copy this old was left by a killed daemon
 NOT_RUN = 127  # the exit code reported when xl was not run at all, as a shell would
+# What `xl create` is given to read checked bytes from: its standard input, an
+# unnamed file. Linux reopens it through /proc, FreeBSD's devfs dups descriptor 0.
+STDIN_PATH = "/dev/stdin"
 
 # One table row, parsed from the right: name, ID, Mem, VCPUs, State, Time.
 # xl prints the name left-aligned, padded with ASCII spaces (printf "%-40s "):
@@ -233,11 +231,32 @@ class XlRunner:
         started is reported like a shell would, with exit code 127."""
         if not os.path.isabs(path):
             raise ValueError(f"xl create needs an absolute path, got {path!r}")
+        return self._create(path, subprocess.DEVNULL)
+
+    def create_from_bytes(self, data: bytes, shown_path: str) -> CreateResult:
+        """Run `xl create /dev/stdin` with `data` in an unnamed file on its standard
+        input, so that xl reads exactly `data` through a path nobody can swap, and
+        report how it ended as `create` does, naming `shown_path` where xl names
+        its file. xl reads its cfg once, at create: a guest's reboot reuses it."""
+        with contextlib.ExitStack() as stack:
+            try:
+                source = stack.enter_context(_unnamed_file(data))
+            except OSError as exc:
+                return CreateResult(
+                    ok=False,
+                    exit_code=NOT_RUN,
+                    stderr_tail=f"not created: cannot hold the content of {shown_path}: {exc}",
+                )
+            result = self._create(STDIN_PATH, source)
+        return replace(result, stderr_tail=result.stderr_tail.replace(STDIN_PATH, shown_path))
+
+    def _create(self, path: str, stdin: IO[bytes] | int) -> CreateResult:
+        """Run `xl create PATH` with `stdin` and report how it ended."""
         try:
-            outcome = self._run(["create", path], self.create_timeout, combine=True)
+            outcome = self._run(["create", path], self.create_timeout, combine=True, stdin=stdin)
         except OSError as exc:
             return CreateResult(
-                ok=False, exit_code=127, stderr_tail=f"cannot run {self.command[0]}: {exc}"
+                ok=False, exit_code=NOT_RUN, stderr_tail=f"cannot run {self.command[0]}: {exc}"
             )
         return CreateResult(
             ok=outcome.exit_code == 0,
@@ -247,14 +266,22 @@ class XlRunner:
             duration=outcome.duration,
         )
 
-    def _run(self, args: Sequence[str], timeout: float, *, combine: bool) -> _Outcome:
-        """Run the xl command with `args` in its own session, output in temp files
-        (stderr into stdout's file if `combine`); kill its group at `timeout`."""
+    def _run(
+        self,
+        args: Sequence[str],
+        timeout: float,
+        *,
+        combine: bool,
+        stdin: IO[bytes] | int = subprocess.DEVNULL,
+    ) -> _Outcome:
+        """Run the xl command with `args` in its own session, input from `stdin`,
+        output in temp files (stderr into stdout's file if `combine`); kill its
+        group at `timeout`."""
         started = time.monotonic()
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             proc = subprocess.Popen(
                 [*self.command, *args],
-                stdin=subprocess.DEVNULL,
+                stdin=stdin,
                 stdout=out,
                 stderr=out if combine else err,
                 start_new_session=True,
@@ -274,16 +301,15 @@ class XlRunner:
 
 
 def create_checked(
-    create: Callable[[str], CreateResult],
+    create_from_bytes: Callable[[bytes, str], CreateResult],
     action: CreateAction,
     data: bytes | None,
-    copy_dir: str,
 ) -> CreateResult:
-    """Run `create` (an `xl create PATH`) on a private copy of `data`, the bytes
-    the scan checked for `action`'s file, written into `copy_dir`; xl so never
-    opens the guests directory's path, which could have been swapped since.
-    Refuses (xl not run) when `data` is missing or does not hash to the
-    `cfg_hash` the planner decided on. xl's output names the original file."""
+    """Run `create_from_bytes` (`XlRunner.create_from_bytes`) on `data`, the bytes
+    the scan checked for `action`'s file, so that xl never opens the guests
+    directory's path, which could have been swapped since the check. Refuses (xl
+    not run) when `data` is missing or does not hash to the `cfg_hash` the
+    planner decided on."""
     if data is None or hashlib.sha256(data).hexdigest() != action.cfg_hash:
         return CreateResult(
             ok=False,
@@ -291,67 +317,30 @@ def create_checked(
             stderr_tail=f"{action.path}: not created: the content checked by the scan is not "
             "at hand (the file changed); the next pass decides",
         )
-    with contextlib.ExitStack() as stack:
-        try:
-            copy = stack.enter_context(private_copy(copy_dir, data, action.cfg_hash))
-        except OSError as exc:
-            return CreateResult(
-                ok=False,
-                exit_code=NOT_RUN,
-                stderr_tail=f"not created: cannot write a private copy of {action.path}: {exc}",
-            )
-        result = create(copy)
-    return replace(result, stderr_tail=result.stderr_tail.replace(copy, action.path))
+    return create_from_bytes(data, action.path)
 
 
 @contextlib.contextmanager
-def private_copy(directory: str, data: bytes, cfg_hash: str) -> Iterator[str]:
-    """Write `data` into a new file (mode 0600, never through a symlink) in the
-    private `directory`, created with mode 0700 if missing; yield its path and
-    remove it afterwards. Raises OSError when `directory` is one someone other
-    than root (or the daemon's own user) could change."""
-    _ensure_private_directory(directory)
-    _remove_stale_copies(directory)
-    path = os.path.join(directory, f"{cfg_hash[:16]}-{secrets.token_hex(8)}.cfg")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(path, flags, 0o600)
+def _unnamed_file(data: bytes) -> Iterator[IO[bytes]]:
+    """A regular file with no name holding `data`, positioned at its start, for
+    the block: a memfd where the system has one (no disk needed), else a
+    temporary file removed as soon as it is made."""
+    fd = _memfd()
+    with open(fd, "wb+", buffering=0) if fd is not None else tempfile.TemporaryFile() as file:
+        file.write(data)
+        file.seek(0)
+        yield file
+
+
+def _memfd() -> int | None:
+    """A new memfd, or None where there is none."""
+    memfd_create = getattr(os, "memfd_create", None)
+    if memfd_create is None:  # pragma: no cover - Linux has it
+        return None
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        yield path
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-
-
-def _ensure_private_directory(directory: str) -> None:
-    """Create `directory` (mode 0700) if missing; OSError unless it is a real
-    directory that it and every component on the way are trusted (`trust`)."""
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(directory, 0o700)
-    steps = trust.resolve(directory)
-    allowed = trust.allowed_uids()
-    final = steps[-1].st
-    problem = (
-        trust.passage_problem(steps, allowed)
-        or (None if stat.S_ISDIR(os.lstat(directory).st_mode) else "not a directory")
-        or trust.owner_problem(final, allowed)
-        or trust.mode_problem(final)
-    )
-    if problem is not None:
-        raise OSError(f"{directory} is unsafe: {problem}")
-
-
-def _remove_stale_copies(directory: str) -> None:
-    """Remove copies a killed daemon left behind (xl reads its copy at once)."""
-    cutoff = time.time() - STALE_COPY_AGE
-    with os.scandir(directory) as entries:
-        for entry in entries:
-            if not entry.name.endswith(".cfg") or not entry.is_file(follow_symlinks=False):
-                continue
-            with contextlib.suppress(OSError):
-                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
-                    os.unlink(entry.path)
+        return int(memfd_create("xenreconcile-cfg"))
+    except OSError:
+        return None
 
 
 def _wait_or_kill(proc: subprocess.Popen[bytes], timeout: float, grace: float) -> bool:
