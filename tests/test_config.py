@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -450,3 +453,80 @@ def test_main_prints_the_sample(capsys: pytest.CaptureFixture[str]) -> None:
     assert config.main(["--sample"]) == 0
     assert capsys.readouterr().out == render_sample()
     assert config.main(["--bogus"]) == 2
+
+
+# --- the config file's own permissions -----------------------------------------------------
+
+FOREIGN_UID = 65534
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+
+
+@pytest.mark.parametrize("mode", [0o666, 0o646, 0o664])
+def test_config_writable_by_group_or_others_is_refused(tmp_path: Path, mode: int) -> None:
+    path = tmp_path / "loose.yaml"
+    path.write_text("concurrency: 9\n")
+    path.chmod(mode)
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), env={})
+    message = str(info.value)
+    assert message.startswith(f"{path}: unsafe config file: mode {mode:04o} is writable by group")
+    assert "chown root and chmod go-w" in message
+    path.chmod(0o600)
+    assert load_config(str(path), env={}).concurrency == 9
+
+
+def test_strict_permissions_false_in_the_file_does_not_relax_it(tmp_path: Path) -> None:
+    path = tmp_path / "loose.yaml"
+    path.write_text("strict_permissions: false\n")
+    path.chmod(0o666)
+    with pytest.raises(ConfigError, match="strict_permissions does not apply to the config file"):
+        load_config(str(path), env={})
+
+
+@needs_root
+def test_config_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "theirs.yaml"
+    path.write_text("concurrency: 9\n")
+    os.chown(path, FOREIGN_UID, -1)
+    with pytest.raises(ConfigError, match=f"owned by uid {FOREIGN_UID}.*must be owned by uid 0"):
+        load_config(str(path), env={})
+
+
+@needs_root
+def test_config_in_a_user_owned_directory_is_refused(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir(mode=0o755)
+    os.chown(home, FOREIGN_UID, -1)
+    path = home / "x.yaml"
+    path.write_text("concurrency: 9\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), env={})
+    assert f"on the way to it, directory {home} (owner uid {FOREIGN_UID}" in str(info.value)
+
+
+@needs_root
+def test_config_reached_through_a_user_owned_symlink_is_refused(tmp_path: Path) -> None:
+    real = tmp_path / "real.yaml"
+    real.write_text("concurrency: 9\n")
+    link = tmp_path / "link.yaml"
+    link.symlink_to(real)
+    os.lchown(link, FOREIGN_UID, -1)
+    with pytest.raises(ConfigError, match=f"symlink {link} \\(owner uid {FOREIGN_UID}"):
+        load_config(str(link), env={})
+    os.lchown(link, 0, -1)
+    assert load_config(str(link), env={}).concurrency == 9
+
+
+def test_check_exits_2_for_a_world_writable_config(tmp_path: Path) -> None:
+    path = tmp_path / "loose.yaml"
+    path.write_text(f"guests_dir: {tmp_path}\n")
+    path.chmod(0o666)
+    done = subprocess.run(
+        [sys.executable, "-m", "xenreconcile", "-c", str(path), "check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert f"xenreconcile: {path}: unsafe config file: mode 0666" in done.stderr

@@ -197,6 +197,22 @@ def test_reload_keeps_the_old_config_when_the_new_one_is_bad(world) -> None:  # 
     assert events(tmp_path, "config_reloaded")
 
 
+def test_reload_keeps_the_old_config_when_the_new_one_is_world_writable(world) -> None:  # type: ignore[no-untyped-def]
+    daemon, _xl, _clock, tmp_path = world
+    config_path = tmp_path / "xenreconcile.yaml"
+    config_path.write_text(config_path.read_text() + "concurrency: 2\n")
+    config_path.chmod(0o666)
+    daemon.reload()
+    daemon.step()
+    error = str(events(tmp_path, "config_reload_failed")[0]["error"])
+    assert error.startswith(f"{config_path}: unsafe config file: mode 0666")
+    assert daemon.config.concurrency == 4
+    config_path.chmod(0o644)
+    daemon.reload()
+    daemon.step()
+    assert daemon.config.concurrency == 2
+
+
 def test_state_save_failure_is_logged_once_and_the_loop_goes_on(world, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     daemon, xl, _clock, tmp_path = world
 

@@ -136,7 +136,7 @@ def test_fifo_swapped_in_after_the_stat_is_refused_without_blocking(guests: Path
     scanner = GuestDirScanner(str(guests))
     outcome: list[object] = []
     thread = threading.Thread(
-        target=lambda: outcome.append(scanner._read(str(guests / "late.cfg"), follow=False)),
+        target=lambda: outcome.append(scanner._read(str(guests / "late.cfg"))),
         daemon=True,
     )
     thread.start()
@@ -203,6 +203,16 @@ def test_unparsable_file_is_invalid_with_its_line(guests: Path) -> None:
     assert invalid.path == str(guests / "bad.cfg")
     assert invalid.line == 2
     assert invalid.reason
+
+
+def test_name_starting_with_a_no_break_space_is_invalid_with_its_line(guests: Path) -> None:
+    write(guests, "pasted.cfg", 'memory = 128\nname = "\u00a0web"\n')
+    write(guests, "a.cfg", cfg("a"))
+    state = scan(guests)
+    assert names(state) == ["a"]
+    invalid = only_invalid(state)
+    assert (invalid.path, invalid.line, invalid.column) == (str(guests / "pasted.cfg"), 2, 1)
+    assert "U+00A0 NO-BREAK SPACE" in invalid.reason
 
 
 def test_file_without_a_name_is_invalid(guests: Path) -> None:
@@ -287,6 +297,131 @@ def test_symlink_target_in_a_writable_directory_is_refused(guests: Path, tmp_pat
     invalid = only_invalid(scan(guests))
     assert f"unsafe directory {shared}" in invalid.reason
     assert "mode 0777" in invalid.reason
+
+
+# --- every component on the way -----------------------------------------------------------
+
+
+def foreign_dir(parent: Path, name: str, mode: int = 0o755) -> Path:
+    """A directory owned by another user (who can rename or replace what is in it)."""
+    path = parent / name
+    path.mkdir()
+    path.chmod(mode)
+    os.chown(path, FOREIGN_UID, -1)
+    return path
+
+
+@needs_root
+def test_symlink_through_a_user_owned_directory_is_refused(guests: Path, tmp_path: Path) -> None:
+    inner = foreign_dir(tmp_path, "home") / "etc"
+    inner.mkdir(mode=0o755)
+    target = write(inner, "real.cfg", cfg("linked"))
+    (guests / "linked.cfg").symlink_to(target)
+    invalid = only_invalid(scan(guests))
+    assert f"unsafe directory {tmp_path / 'home'} (owner uid {FOREIGN_UID}" in invalid.reason
+    assert "mode 0755) is not owned by uid 0 (root)" in invalid.reason
+    assert f"on the way to symlink target {target}" in invalid.reason
+    assert names(scan(guests, strict_permissions=False)) == ["linked"]
+
+
+@needs_root
+def test_symlink_through_a_user_owned_symlink_is_refused(guests: Path, tmp_path: Path) -> None:
+    target = write(tmp_path, "real.cfg", cfg("linked"))
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    hop = sticky / "hop.cfg"
+    hop.symlink_to(target)
+    os.lchown(hop, FOREIGN_UID, -1)  # its owner may replace it, even in a sticky directory
+    (guests / "linked.cfg").symlink_to(hop)
+    invalid = only_invalid(scan(guests))
+    assert f"unsafe symlink {hop} (owner uid {FOREIGN_UID}" in invalid.reason
+    os.lchown(hop, 0, -1)
+    assert names(scan(guests)) == ["linked"]
+
+
+def test_symlink_with_a_relative_target_is_resolved_from_its_directory(
+    guests: Path, tmp_path: Path
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    write(shared, "real.cfg", cfg("linked"))
+    (guests / "linked.cfg").symlink_to("../shared/./real.cfg")
+    assert names(scan(guests)) == ["linked"]
+    shared.chmod(0o777)
+    assert f"unsafe directory {shared}" in only_invalid(scan(guests)).reason
+
+
+@needs_root
+def test_guests_dir_inside_a_user_owned_directory_is_an_error(tmp_path: Path) -> None:
+    guests = foreign_dir(tmp_path, "alice") / "guests"
+    guests.mkdir(mode=0o755)
+    write(guests, "a.cfg", cfg("a"))
+    state = scan(guests)
+    assert state.guests == ()
+    assert state.error is not None
+    assert state.error.startswith(f"guests directory {guests} is unsafe: on the way to it, ")
+    assert f"directory {tmp_path / 'alice'} (owner uid {FOREIGN_UID}, mode 0755)" in state.error
+    assert names(scan(guests, strict_permissions=False)) == ["a"]
+
+
+@needs_root
+def test_guests_dir_behind_a_user_owned_symlink_is_an_error(guests: Path, tmp_path: Path) -> None:
+    write(guests, "a.cfg", cfg("a"))
+    link = tmp_path / "xen"
+    link.symlink_to(guests)
+    os.lchown(link, FOREIGN_UID, -1)
+    state = scan(link)
+    assert state.error is not None
+    assert f"symlink {link} (owner uid {FOREIGN_UID}" in state.error
+    os.lchown(link, 0, -1)
+    assert names(scan(link)) == ["a"]
+
+
+def test_guests_dir_inside_a_world_writable_directory_is_an_error(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    guests = shared / "guests"
+    guests.mkdir(mode=0o755)
+    write(guests, "a.cfg", cfg("a"))
+    state = scan(guests)
+    assert state.error is not None
+    assert f"directory {shared} (owner uid 0 (root), mode 0777)" in state.error
+    assert "is writable by group or others (and not sticky)" in state.error
+
+
+def test_root_owned_sticky_ancestor_is_accepted(tmp_path: Path) -> None:
+    sticky = tmp_path / "tmp"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    guests = sticky / "guests"
+    guests.mkdir(mode=0o755)
+    write(guests, "a.cfg", cfg("a"))
+    target = write(sticky, "real.cfg", cfg("linked"))
+    (guests / "linked.cfg").symlink_to(target)
+    assert names(scan(guests)) == ["a", "linked"]
+
+
+def test_a_sticky_guests_dir_itself_is_still_refused(tmp_path: Path) -> None:
+    guests = tmp_path / "guests"
+    guests.mkdir()
+    guests.chmod(0o1777)
+    state = scan(guests)
+    assert state.error is not None
+    assert "mode 1777 is writable by group or others" in state.error
+
+
+def test_checked_bytes_are_those_of_the_scan_not_of_the_file_now(guests: Path) -> None:
+    path = write(guests, "a.cfg", cfg("a"))
+    scanner = GuestDirScanner(str(guests))
+    (guest,) = scanner.scan().guests
+    write(guests, "a.cfg", cfg("evil"))
+    assert scanner.checked_bytes(guest.path, guest.cfg_hash) == cfg("a").encode()
+    assert scanner.checked_bytes(guest.path, "0" * 64) is None
+    assert scanner.checked_bytes(str(guests / "other.cfg"), guest.cfg_hash) is None
+    scanner.scan()
+    assert scanner.checked_bytes(str(path), guest.cfg_hash) is None
 
 
 # --- the directory itself -----------------------------------------------------------------

@@ -10,7 +10,13 @@ from hypothesis import strategies as st
 
 from xenreconcile.models import Domain
 from xenreconcile.simxl.cli import HEADER, format_row
-from xenreconcile.xl import XlListError, parse_xl_list, split_migration_name
+from xenreconcile.xl import (
+    UnreadRow,
+    XlListError,
+    XlListRowsError,
+    parse_xl_list,
+    split_migration_name,
+)
 
 FUZZ_EXAMPLES = int(os.environ.get("XR_FUZZ_EXAMPLES", "10000"))
 
@@ -127,6 +133,51 @@ def test_simxl_prints_the_real_rows_byte_for_byte() -> None:
 )
 def test_rows_real_xl_can_print(row: str, expected: Domain) -> None:
     assert parse_xl_list(listing(row))[1] == expected
+
+
+@pytest.mark.parametrize(
+    "name", ["\u00a0web", "web\u00a0", "\u3000web", "\u2028web", " web", "web\u0085"]
+)
+def test_only_xls_own_padding_is_taken_off_a_name(name: str) -> None:
+    row = format_row(name, 5, 128, 1, state="-b----", time=1.5)
+    assert parse_xl_list(listing(row))[1] == Domain(name, 5, 128, 1, "-b----", 1.5)
+
+
+def test_a_row_that_cannot_be_read_leaves_the_others_readable() -> None:
+    good = format_row("db", 3, 128, 1, state="-b----", time=1.0)
+    text = listing(good, "web", format_row("mail", 4, 128, 1, state="r-----", time=2.0))
+    with pytest.raises(XlListRowsError) as caught:
+        parse_xl_list(text)
+    error = caught.value
+    assert error.line == 4
+    assert str(error) == "xl list output line 4: not an xl list row: 'web'"
+    assert [d.name for d in error.domains] == ["Domain-0", "db", "mail"]
+    assert error.rows == (UnreadRow(4, "web", "not an xl list row: 'web'"),)
+
+
+def test_every_unreadable_row_is_kept_and_counted() -> None:
+    with pytest.raises(
+        XlListRowsError, match=r"line 3: .*\(and 1 more unreadable rows\)"
+    ) as caught:
+        parse_xl_list(listing("garbage", "guest1   40000   128   1   -b----   2.9"))
+    assert [(row.line, row.reason) for row in caught.value.rows] == [
+        (3, "not an xl list row: 'garbage'"),
+        (4, "domain id 40000 out of range"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        listing("garbage").rstrip("\n"),  # cut short: what followed is unknown
+        REAL_HEADER + "\ngarbage\n",  # no Domain-0
+        listing("garbage", DOM0_ROW),  # a duplicate
+    ],
+)
+def test_unreadable_rows_in_an_unsound_listing_distrust_all_of_it(text: str) -> None:
+    with pytest.raises(XlListError) as caught:
+        parse_xl_list(text)
+    assert not isinstance(caught.value, XlListRowsError)
 
 
 def test_dying_and_stale_properties_follow_the_state_letters() -> None:

@@ -319,6 +319,50 @@ def test_guest_name_of_a_number_is_its_text() -> None:
 
 
 @pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("\u00a0web", "U+00A0 NO-BREAK SPACE"),
+        ("web\u00a0", "U+00A0 NO-BREAK SPACE"),
+        ("\u3000web", "U+3000 IDEOGRAPHIC SPACE"),
+        ("\u2003web", "U+2003 EM SPACE"),
+        ("web\u200a", "U+200A HAIR SPACE"),
+        ("\u1680web", "U+1680 OGHAM SPACE MARK"),
+    ],
+)
+def test_names_with_unicode_whitespace_at_an_end_are_invalid(name: str, shown: str) -> None:
+    with pytest.raises(CfgError) as info:
+        guest_name(parse_cfg(f"memory = 1\nname = '{name}'\n"), "g.cfg")
+    err = info.value
+    assert (err.file, err.line, err.column) == ("g.cfg", 2, 1)
+    assert f"starts or ends with blanks or other whitespace ({shown})" in err.message
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("we\u0085b", "U+0085"),
+        ("we\u2028b", "U+2028 LINE SEPARATOR"),
+        ("we\u2029b", "U+2029 PARAGRAPH SEPARATOR"),
+        ("\u2028web", "U+2028 LINE SEPARATOR"),
+        ("we\u200bb", "U+200B ZERO WIDTH SPACE"),
+        ("web\u202e", "U+202E RIGHT-TO-LEFT OVERRIDE"),
+        ("we\x1bb", "U+001B"),
+        ("we\x7fb", "U+007F"),
+        ("we\u009bb", "U+009B"),
+    ],
+)
+def test_names_with_unprintable_characters_are_invalid(name: str, shown: str) -> None:
+    with pytest.raises(CfgError) as info:
+        guest_name(parse_cfg(f"name = '{name}'\n"), "g.cfg")
+    assert f"control character or another unprintable one ({shown})" in info.value.message
+
+
+@pytest.mark.parametrize("name", ["web server", "web\u00a0server", "caf\u00e9", "\u4e2d\u6587"])
+def test_names_with_inner_spaces_and_letters_of_any_script_are_fine(name: str) -> None:
+    assert guest_name(parse_cfg(f"name = '{name}'\n"), "g.cfg") == name
+
+
+@pytest.mark.parametrize(
     ("text", "line", "column", "words"),
     [
         ("memory = 1\n", 0, 0, "no 'name' key"),

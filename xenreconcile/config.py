@@ -17,6 +17,7 @@ import enum
 import math
 import os
 import re
+import stat
 import sys
 import textwrap
 from collections.abc import Mapping, Sequence
@@ -25,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from xenreconcile import trust
 from xenreconcile.models import Backoff, GuestOverride, PlannerSettings
 from xenreconcile.watch import CHOICES as WATCH_CHOICES
 
@@ -309,9 +311,11 @@ OPTIONS: tuple[Option, ...] = (
         "strict_permissions",
         Kind.BOOL,
         True,
-        "Refuse the guests directory and cfg files unless owned by root (or the "
-        "daemon's user) and not writable by group or others: a cfg names programs "
-        "that Dom0 runs as root.",
+        "Refuse the guests directory and cfg files unless they, and every directory "
+        "and symlink on the way to them, are owned by root (or the daemon's user) and "
+        "not writable by group or others (a root-owned sticky directory such as /tmp "
+        "may be on the way): a cfg names programs that Dom0 runs as root. The config "
+        "file itself is always checked so, whatever this key says.",
     ),
     Option(
         "guests",
@@ -378,8 +382,7 @@ def load_config(path: str | None, *, env: Mapping[str, str] = os.environ) -> Con
     named = path or env.get(CONFIG_ENV) or None
     source = named or DEFAULT_CONFIG_PATH
     try:
-        with open(source, "rb") as f:
-            data = f.read()
+        data = _read_trusted(source)
     except FileNotFoundError:
         if named is None:
             return Config()
@@ -392,6 +395,35 @@ def load_config(path: str | None, *, env: Mapping[str, str] = os.environ) -> Con
         line = data[: e.start].count(b"\n") + 1
         raise ConfigError(f"not UTF-8 (byte offset {e.start})", source=source, line=line) from None
     return parse_config(text, source)
+
+
+def _read_trusted(source: str) -> bytes:
+    """The content of the config file `source`, which must be one only root (or
+    the daemon's own user) controls, as must every component on the way to it
+    (see `trust`): it names programs run as root (`xl`, `notify_command`). This
+    holds whatever the file says about `strict_permissions`, since a file anyone
+    may write could just say `false`. Raises ConfigError when it is unsafe and
+    OSError when it cannot be read."""
+    steps = trust.resolve(os.path.abspath(source))
+    final = steps[-1]
+    allowed = trust.allowed_uids()
+    problem = trust.passage_problem(steps, allowed)
+    if problem is not None:
+        problem = f"on the way to it, {problem}"
+    elif stat.S_ISREG(final.st.st_mode):
+        problem = trust.owner_problem(final.st, allowed) or trust.mode_problem(final.st)
+    if problem is not None:
+        raise ConfigError(
+            f"unsafe config file: {problem}. It names programs run as root (xl, "
+            "notify_command): chown root and chmod go-w (strict_permissions does not "
+            "apply to the config file)",
+            source=source,
+        )
+    with open(final.path, "rb") as f:
+        opened = os.fstat(f.fileno())
+        if (opened.st_dev, opened.st_ino) != (final.st.st_dev, final.st.st_ino):
+            raise ConfigError("config file replaced while being read; try again", source=source)
+        return f.read()
 
 
 def parse_config(text: str, source: str) -> Config:

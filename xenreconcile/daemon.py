@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from tenacity import RetryCallState, wait_exponential
 
-from xenreconcile import __version__, control, logs, planner, report
+from xenreconcile import __version__, control, logs, partial, planner, report
 from xenreconcile.config import Config, ConfigError, load_config
 from xenreconcile.guestdir import GuestDirScanner
 from xenreconcile.models import (
@@ -40,13 +40,20 @@ from xenreconcile.models import (
 from xenreconcile.notify import notify_async
 from xenreconcile.state import StateStore, read_boot_time
 from xenreconcile.watch import Watcher, WatchUnavailable, make_watcher
-from xenreconcile.xl import ToolstackError, XlRunner
+from xenreconcile.xl import (
+    ToolstackError,
+    UnreadRow,
+    XlListRowsError,
+    XlRunner,
+    create_checked,
+)
 
 POLL_INTERVAL = 0.5  # the poll watcher's period: a change is seen within 1 s
 REQUEST_POLL = 0.5  # how often the loop looks for hold/release/retry requests
 LOCK_WAIT = 5.0  # how long start-up waits for a CLI command holding the state lock
 STATUS_FILE = "status.json"
 NOTIFY_EVENTS = {EventKind.GAVE_UP, EventKind.FAILING, EventKind.RECOVERED}
+UNREADABLE_ROWS_EVENT = "xl_list_rows_unreadable"  # logged and notified once per change
 EVENT_LOG: dict[EventKind, tuple[str, str]] = {
     EventKind.VANISHED: ("info", "guest_vanished"),
     EventKind.DIED_EARLY: ("warning", "guest_died_early"),
@@ -64,6 +71,7 @@ class Runner(Protocol):
 
     def list(self) -> tuple[Domain, ...]: ...
     def create(self, path: str) -> CreateResult: ...
+    def create_from_bytes(self, data: bytes, shown_path: str) -> CreateResult: ...
 
 
 class Clock(Protocol):
@@ -151,6 +159,8 @@ class Daemon:
         self.last_plan: Plan | None = None
         self.toolstack_failures = 0
         self.toolstack_error: str | None = None
+        self.unread_rows: tuple[UnreadRow, ...] = ()
+        self.reported_unread: tuple[int, frozenset[str]] | None = None
         self.reported_invalid: dict[str, str] = {}
         self.reported_dir_error: str | None = None
         self.save_failed = False
@@ -287,9 +297,7 @@ class Daemon:
             self._drain_results()
             listing = self._list()
             desired = self.scanner.scan()
-            final = planner.plan(
-                desired, listing, self.memory, (), self.clock.time(), self.settings
-            )
+            final = self._plan(desired, listing, set(), self.clock.time())
             self.last_plan = final
             bad = [s for s in final.statuses if report.is_problem(s)]
             for status in bad:
@@ -305,7 +313,7 @@ class Daemon:
         desired = self.scanner.scan()
         self._report_scan(desired)
         listing = self._list()
-        plan = planner.plan(desired, listing, self.memory, set(self.in_flight), now, self.settings)
+        plan = self._plan(desired, listing, set(self.in_flight), now)
         self.memory = plan.memory
         self.last_plan = plan
         for event in plan.events:
@@ -324,10 +332,55 @@ class Daemon:
 
     # --- adapters ------------------------------------------------------------------------------
 
+    def _plan(
+        self,
+        desired: DesiredState,
+        listing: tuple[Domain, ...] | None,
+        in_flight: set[str],
+        now: float,
+    ) -> Plan:
+        """The planner's plan for this pass, deciding nothing about the guests an
+        unreadable row of the listing could be (see `partial`)."""
+        plan = planner.plan(desired, listing, self.memory, in_flight, now, self.settings)
+        if listing is None:
+            return plan
+        suspected = partial.suspects(desired, self.unread_rows)
+        self._report_unread(suspected)
+        return partial.restrict(plan, self.memory, suspected)
+
+    def _report_unread(self, suspected: dict[str, str]) -> None:
+        """Log, and notify, unreadable rows of the listing once per change."""
+        key = (len(self.unread_rows), frozenset(suspected)) if self.unread_rows else None
+        if key == self.reported_unread:
+            return
+        self.reported_unread = key
+        if key is None:
+            self.log.info("xl_list_rows_readable")
+            return
+        error = str(self.unread_rows[0])
+        guests = sorted(suspected)
+        self.log.warning(
+            UNREADABLE_ROWS_EVENT,
+            error=error,
+            rows=[f"line {row.line}: {row.text!r}" for row in self.unread_rows],
+            not_acted_on=guests,
+        )
+        notify_async(
+            self.config.notify_command or (),
+            ",".join(guests),
+            UNREADABLE_ROWS_EVENT,
+            error,
+            self.log,
+        )
+
     def _list(self) -> tuple[Domain, ...] | None:
         assert self.runner is not None
+        self.unread_rows = ()
         try:
             domains = self.runner.list()
+        except XlListRowsError as exc:
+            self.unread_rows = exc.rows
+            domains = exc.domains
         except ToolstackError as exc:
             self.toolstack_failures += 1
             error = str(exc)
@@ -379,13 +432,15 @@ class Daemon:
     def _create_in_thread(
         self, action: CreateAction, done: Callable[[CreateResult], None]
     ) -> threading.Thread:
-        """Run `xl create` for `action` in a daemon thread; `done` gets the result."""
+        """Run `xl create` for `action` in a daemon thread on the very bytes the
+        scan checked; `done` gets the result."""
         runner = self.runner
         assert runner is not None
+        data = self.scanner.checked_bytes(action.path, action.cfg_hash)
 
         def work() -> None:
             try:
-                result = runner.create(action.path)
+                result = create_checked(runner.create_from_bytes, action, data)
             except Exception as exc:  # a bug in the adapter must not kill the loop
                 result = CreateResult(
                     ok=False, exit_code=None, stderr_tail=f"internal error: {exc!r}"
@@ -500,7 +555,8 @@ class Daemon:
             plan,
             now=now,
             daemon_pid=os.getpid(),
-            toolstack_error=self.toolstack_error,
+            toolstack_error=self.toolstack_error
+            or (str(self.unread_rows[0]) if self.unread_rows else None),
             watcher=self.watcher.name if self.watcher else None,
         )
         body = json.dumps({k: v for k, v in doc.items() if k != "generated_at"}, sort_keys=True)

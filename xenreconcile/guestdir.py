@@ -9,10 +9,15 @@ Files are opened non-blocking (a FIFO that slipped in never hangs a pass), then
 checked with fstat to be regular, and read up to 1 MiB.
 
 Permissions (when strict): the directory and every file must be owned by an
-allowed uid (root or the daemon's own) and not writable by group or others. For
-a symlink the target file and the directory holding the target are checked: the
-link's own mode means nothing, and only someone who can write the guests
-directory (which is checked) can change the link.
+allowed uid (root or the daemon's own) and not writable by group or others, and
+so must everything on the way to them (see `trust`): each ancestor of the
+directory and, for a symlink, every directory and symlink it resolves through
+(a sticky directory owned by root, like /tmp, may stand on the way). The file
+is then opened without following a symlink at the path so resolved, and must be
+the very inode that was checked.
+
+The bytes read are what counts: `checked_bytes` hands them out, so that `xl
+create` reads exactly them and never opens the path again.
 
 An unchanged file (same device, inode, size, mtime, ctime, mode, owner) is not
 read or parsed again: its previous result is reused. Permission checks run on
@@ -24,12 +29,11 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import pwd
 import stat
 from collections.abc import Collection
 from typing import TypeAlias
 
-from xenreconcile import xlcfg
+from xenreconcile import trust, xlcfg
 from xenreconcile.models import DesiredGuest, DesiredState, InvalidFile
 
 MAX_CFG_BYTES = 1024 * 1024
@@ -37,8 +41,13 @@ CFG_SUFFIX = ".cfg"
 
 Fingerprint: TypeAlias = tuple[int, int, int, int, int, int, int]
 Outcome: TypeAlias = DesiredGuest | InvalidFile
+# A file's fingerprint, what its content gave, and the content of a valid guest.
+CacheEntry: TypeAlias = tuple[Fingerprint, Outcome, bytes | None]
+STRICT_HINT = "(or set strict_permissions: false)"
 
-_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+_OPEN_FLAGS = (
+    os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+)
 # Linux says ELOOP, FreeBSD EMLINK when O_NOFOLLOW meets a symlink.
 _NOFOLLOW_ERRNOS = (errno.ELOOP, errno.EMLINK)
 
@@ -66,8 +75,10 @@ class GuestDirScanner:
     ) -> None:
         self.guests_dir = os.path.abspath(guests_dir)
         self.strict_permissions = strict_permissions
-        self.allowed_uids = frozenset((0, os.geteuid()) if allowed_uids is None else allowed_uids)
-        self._cache: dict[str, tuple[Fingerprint, Outcome]] = {}
+        self.allowed_uids = frozenset(
+            trust.allowed_uids() if allowed_uids is None else allowed_uids
+        )
+        self._cache: dict[str, CacheEntry] = {}
 
     def scan(self) -> DesiredState:
         """One pass over the directory: valid guests, invalid files, duplicate
@@ -81,7 +92,7 @@ class GuestDirScanner:
         except OSError as e:
             self._cache.clear()
             return DesiredState(error=f"cannot read guests directory {self.guests_dir}: {_why(e)}")
-        cache: dict[str, tuple[Fingerprint, Outcome]] = {}
+        cache: dict[str, CacheEntry] = {}
         outcomes: list[Outcome] = []
         for name in filter(is_guest_file_name, names):
             path = os.path.join(self.guests_dir, name)
@@ -91,44 +102,51 @@ class GuestDirScanner:
         self._cache = cache
         return _desired_state(outcomes)
 
+    def checked_bytes(self, path: str, cfg_hash: str) -> bytes | None:
+        """The bytes the last scan read and checked for the guest file `path`, if
+        they hash to `cfg_hash`; None when that scan has no such content."""
+        entry = self._cache.get(path)
+        if entry is None:
+            return None
+        _fingerprint, outcome, data = entry
+        if not isinstance(outcome, DesiredGuest) or outcome.cfg_hash != cfg_hash:
+            return None
+        return data
+
     # --- the directory ------------------------------------------------------------------
 
     def _directory_problem(self) -> str | None:
         where = f"guests directory {self.guests_dir}"
         try:
-            st = os.stat(self.guests_dir)
+            steps = trust.resolve(self.guests_dir)
         except FileNotFoundError:
             return f"{where} does not exist"
         except OSError as e:
             return f"cannot stat {where}: {_why(e)}"
-        if not stat.S_ISDIR(st.st_mode):
+        if not stat.S_ISDIR(steps[-1].st.st_mode):
             return f"{where} is not a directory"
         if self.strict_permissions:
-            problem = self._permission_problem(st)
+            passage = trust.passage_problem(steps, self.allowed_uids)
+            if passage is not None:
+                return f"{where} is unsafe: on the way to it, {passage} {STRICT_HINT}"
+            problem = self._permission_problem(steps[-1].st)
             if problem is not None:
                 return f"{where} is unsafe: {problem}"
         return None
 
     def _permission_problem(self, st: os.stat_result) -> str | None:
         """Why a file or directory with stat `st` may not be trusted, or None."""
-        if st.st_uid not in self.allowed_uids:
-            allowed = " or ".join(_owner_name(uid) for uid in sorted(self.allowed_uids))
-            return (
-                f"owned by {_owner_name(st.st_uid)}, must be owned by {allowed} "
-                f"(or set strict_permissions: false)"
-            )
-        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            return (
-                f"mode {stat.S_IMODE(st.st_mode):04o} is writable by group or others "
-                f"(chmod go-w, or set strict_permissions: false)"
-            )
+        owner = trust.owner_problem(st, self.allowed_uids)
+        if owner is not None:
+            return f"{owner} {STRICT_HINT}"
+        mode = trust.mode_problem(st)
+        if mode is not None:
+            return f"{mode} (chmod go-w, or set strict_permissions: false)"
         return None
 
     # --- one file -----------------------------------------------------------------------
 
-    def _scan_file(
-        self, path: str, cache: dict[str, tuple[Fingerprint, Outcome]]
-    ) -> Outcome | None:
+    def _scan_file(self, path: str, cache: dict[str, CacheEntry]) -> Outcome | None:
         """The outcome for the entry at `path` (None: not a guest file, or gone),
         recording it in `cache` when it came from reading the file."""
         try:
@@ -137,86 +155,90 @@ class GuestDirScanner:
             return None
         except OSError as e:
             return InvalidFile(path, f"cannot stat: {_why(e)}")
-        is_link = stat.S_ISLNK(lst.st_mode)
-        if is_link:
-            target = self._link_target(path)
-            if isinstance(target, InvalidFile):
-                return target
-            st = target
+        if stat.S_ISLNK(lst.st_mode):
+            followed = self._follow_link(path)
+            if isinstance(followed, InvalidFile):
+                return followed
+            real, st = followed
         elif stat.S_ISREG(lst.st_mode):
-            st = lst
+            real, st = path, lst
         else:
             return None  # a sub-directory, FIFO, socket or device: not a guest file
-        problem = self._file_permission_problem(path, st, is_link)
+        problem = self._file_permission_problem(path, real, st)
         if problem is not None:
             return InvalidFile(path, problem)
         cached = self._cache.get(path)
         if cached is not None and cached[0] == fingerprint(st):
             cache[path] = cached
             return cached[1]
-        read = self._read(path, follow=is_link)
+        read = self._read(real)
         if read is None or isinstance(read, InvalidFile):
-            return read
+            return None if read is None else InvalidFile(path, read.reason)
         opened_st, data = read
-        problem = self._file_permission_problem(path, opened_st, is_link)
-        if problem is not None:  # the file was swapped between stat and open
+        if (opened_st.st_dev, opened_st.st_ino) != (st.st_dev, st.st_ino):
+            return InvalidFile(path, "replaced during the scan; next pass decides")
+        problem = self._file_permission_problem(path, real, opened_st)
+        if problem is not None:  # its mode or owner changed between stat and open
             return InvalidFile(path, problem)
         outcome = parse_guest_file(path, data)
-        cache[path] = (fingerprint(opened_st), outcome)
+        cache[path] = (
+            fingerprint(opened_st),
+            outcome,
+            data if isinstance(outcome, DesiredGuest) else None,
+        )
         return outcome
 
-    def _link_target(self, path: str) -> os.stat_result | InvalidFile:
-        """The stat of the symlink `path`'s target if it is a regular file, else
-        an InvalidFile saying why not."""
+    def _follow_link(self, path: str) -> tuple[str, os.stat_result] | InvalidFile:
+        """The path (free of symlinks) and stat of the regular file the symlink
+        `path` leads to, or an InvalidFile saying why it leads nowhere usable or
+        through a component someone else controls."""
         try:
-            st = os.stat(path)
+            steps = trust.resolve(path)
         except OSError as e:
             if e.errno == errno.ELOOP:
                 return InvalidFile(path, "symlink loop (too many levels of symbolic links)")
             if e.errno == errno.ENOENT:
                 return InvalidFile(path, f"dangling symlink to {_readlink(path)}")
             return InvalidFile(path, f"cannot follow symlink to {_readlink(path)}: {_why(e)}")
-        if not stat.S_ISREG(st.st_mode):
+        target = steps[-1]
+        if not stat.S_ISREG(target.st.st_mode):
             return InvalidFile(
                 path,
-                f"symlink to {os.path.realpath(path)}, which is not a regular file "
-                f"({_file_kind(st.st_mode)})",
+                f"symlink to {target.path}, which is not a regular file "
+                f"({_file_kind(target.st.st_mode)})",
             )
-        return st
+        if self.strict_permissions:
+            passage = trust.passage_problem(steps, self.allowed_uids)
+            if passage is not None:
+                return InvalidFile(
+                    path,
+                    f"unsafe {passage}, on the way to symlink target {target.path} {STRICT_HINT}",
+                )
+        return target.path, target.st
 
-    def _file_permission_problem(self, path: str, st: os.stat_result, is_link: bool) -> str | None:
+    def _file_permission_problem(self, path: str, real: str, st: os.stat_result) -> str | None:
+        """Why the guest file `path` (the regular file `real`, with stat `st`) may
+        not be trusted, or None."""
         if not self.strict_permissions:
             return None
         problem = self._permission_problem(st)
-        if not is_link:
-            return None if problem is None else f"unsafe: {problem}"
-        target = os.path.realpath(path)
-        if problem is not None:
-            return f"unsafe symlink target {target}: {problem}"
-        target_dir = os.path.dirname(target)
-        try:
-            dir_problem = self._permission_problem(os.stat(target_dir))
-        except OSError as e:
-            return f"cannot stat the symlink target's directory {target_dir}: {_why(e)}"
-        if dir_problem is not None:
-            return f"unsafe directory {target_dir} of symlink target {target}: {dir_problem}"
-        return None
+        if problem is None:
+            return None
+        if real == path:
+            return f"unsafe: {problem}"
+        return f"unsafe symlink target {real}: {problem}"
 
-    def _read(
-        self, path: str, *, follow: bool
-    ) -> tuple[os.stat_result, bytes] | InvalidFile | None:
-        """The fstat and at most MAX_CFG_BYTES + 1 bytes of the file at `path`,
-        an InvalidFile when it cannot be read, or None when it vanished."""
-        flags = _OPEN_FLAGS | (0 if follow else getattr(os, "O_NOFOLLOW", 0))
+    def _read(self, path: str) -> tuple[os.stat_result, bytes] | InvalidFile | None:
+        """The fstat and at most MAX_CFG_BYTES + 1 bytes of the regular file at
+        `path` (not following a final symlink), an InvalidFile when it cannot be
+        read, or None when it vanished."""
         try:
-            fd = os.open(path, flags)
+            fd = os.open(path, _OPEN_FLAGS)
         except FileNotFoundError:
             return None
         except OSError as e:
-            if not follow and e.errno in _NOFOLLOW_ERRNOS:
+            if e.errno in _NOFOLLOW_ERRNOS:
                 return InvalidFile(path, "replaced by a symlink during the scan; next pass decides")
-            if e.errno == errno.ELOOP:
-                return InvalidFile(path, "symlink loop (too many levels of symbolic links)")
             return InvalidFile(path, f"unreadable: {_why(e)}")
         try:
             st = os.fstat(fd)
@@ -302,13 +324,6 @@ def _file_kind(mode: int) -> str:
         (stat.S_ISSOCK, "a socket"),
     )
     return next((name for test, name in kinds if test(mode)), "not a regular file")
-
-
-def _owner_name(uid: int) -> str:
-    try:
-        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
-    except KeyError:
-        return f"uid {uid}"
 
 
 def _why(e: OSError) -> str:

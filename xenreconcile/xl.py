@@ -12,6 +12,7 @@ exit nothing is killed, so the monitor of a successful create survives.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import signal
@@ -19,14 +20,15 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import IO
 
 from xenreconcile.models import (
     DOM0_NAME,
     INCOMING_SUFFIX,
     MIGRATEDAWAY_SUFFIX,
+    CreateAction,
     CreateResult,
     Domain,
 )
@@ -34,12 +36,19 @@ from xenreconcile.models import (
 HEADER_WORDS = ("Name", "ID", "Mem", "VCPUs", "State", "Time(s)")
 STDERR_TAIL_LINES = 20
 DEFAULT_KILL_GRACE = 5.0
+NOT_RUN = 127  # the exit code reported when xl was not run at all, as a shell would
+# What `xl create` is given to read checked bytes from: its standard input, an
+# unnamed file. Linux reopens it through /proc, FreeBSD's devfs dups descriptor 0.
+STDIN_PATH = "/dev/stdin"
 
 # One table row, parsed from the right: name, ID, Mem, VCPUs, State, Time.
+# xl prints the name left-aligned, padded with ASCII spaces (printf "%-40s "):
+# only those are taken off, so a name may start or end with any other character
+# (a no-break space, say) and still be read as it is.
 # State letters by position, as xl prints them: running, blocked, paused,
 # shutdown, shutdown reason (- r s c w S, or ? for an unknown reason), dying.
 _ROW = re.compile(
-    r"^(?P<name>\S.*?)[ \t]+(?P<domid>[0-9]+)[ \t]+(?P<mem>[0-9]+)[ \t]+(?P<vcpus>[0-9]+)"
+    r"^(?P<name>.*?[^ \t])[ \t]+(?P<domid>[0-9]+)[ \t]+(?P<mem>[0-9]+)[ \t]+(?P<vcpus>[0-9]+)"
     r"[ \t]+(?P<state>[r-][b-][p-][s-][-rscwS?][d-])[ \t]+(?P<time>[0-9]+\.[0-9])$"
 )
 _MAX_DOMID = 0x7FF4  # DOMID_FIRST_RESERVED: ids at or above it are never guests
@@ -60,6 +69,32 @@ class XlListError(ToolstackError):
         self.line = line
 
 
+@dataclass(frozen=True, slots=True)
+class UnreadRow:
+    """A line of `xl list` output that is not a row we can read: its 1-based
+    line number, its text and why."""
+
+    line: int
+    text: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"xl list output line {self.line}: {self.reason}"
+
+
+class XlListRowsError(XlListError):
+    """A listing that is sound (header, Domain-0, unique rows, complete last
+    line) except for some rows that cannot be read: `domains` are the rows that
+    could be, `rows` the others. Raised as an XlListError, so that a caller that
+    does not look further takes no action at all."""
+
+    def __init__(self, domains: tuple[Domain, ...], rows: tuple[UnreadRow, ...]) -> None:
+        more = f" (and {len(rows) - 1} more unreadable rows)" if len(rows) > 1 else ""
+        super().__init__(rows[0].reason + more, rows[0].line)
+        self.domains = domains
+        self.rows = rows
+
+
 # --- parsing -------------------------------------------------------------------------------
 
 
@@ -68,16 +103,25 @@ def parse_xl_list(text: str) -> tuple[Domain, ...]:
 
     The header is required, every other line must be a complete row, names and
     domain ids must be unique, and a `Domain-0` row with id 0 must be present.
-    Raises XlListError (and nothing else) for anything else."""
+    Raises XlListError (and nothing else) for anything else: XlListRowsError
+    when only some rows cannot be read and the output ends with a newline (a
+    listing cut short cannot tell which guests it left out)."""
     lines = _significant_lines(text)
     if not lines:
         raise XlListError("empty output", None)
     if tuple(lines[0].split()) != HEADER_WORDS:
         raise XlListError(f"not the xl list header: {_quote(lines[0])}", 1)
-    domains = tuple(_parse_row(line, number) for number, line in enumerate(lines[1:], start=2))
-    _check_unique(domains)
+    rows = [_parse_row(line, number) for number, line in enumerate(lines[1:], start=2)]
+    numbered = [(n, row) for n, row in enumerate(rows, start=2) if isinstance(row, Domain)]
+    unread = tuple(row for row in rows if isinstance(row, UnreadRow))
+    _check_unique(numbered)
+    domains = tuple(domain for _number, domain in numbered)
     if not any(d.name == DOM0_NAME and d.domid == 0 for d in domains):
         raise XlListError(f"no {DOM0_NAME} row in xl list output", None)
+    if unread and not text.endswith("\n"):
+        raise XlListError(f"output cut short; {unread[0].reason}", unread[0].line)
+    if unread:
+        raise XlListRowsError(domains, unread)
     return domains
 
 
@@ -89,14 +133,14 @@ def _significant_lines(text: str) -> list[str]:
     return lines
 
 
-def _parse_row(line: str, number: int) -> Domain:
-    """One table row -> Domain; XlListError naming line `number` if it is not one."""
+def _parse_row(line: str, number: int) -> Domain | UnreadRow:
+    """One table row -> Domain, or an UnreadRow naming line `number` if it is not one."""
     match = _ROW.match(line.rstrip(" \t"))
     if match is None:
-        raise XlListError(f"not an xl list row: {_quote(line)}", number)
+        return UnreadRow(number, line, f"not an xl list row: {_quote(line)}")
     domid = int(match["domid"])
     if domid >= _MAX_DOMID:
-        raise XlListError(f"domain id {domid} out of range", number)
+        return UnreadRow(number, line, f"domain id {domid} out of range")
     return Domain(
         name=match["name"],
         domid=domid,
@@ -107,11 +151,11 @@ def _parse_row(line: str, number: int) -> Domain:
     )
 
 
-def _check_unique(domains: tuple[Domain, ...]) -> None:
-    """Raise XlListError if two rows share a name or a domain id."""
+def _check_unique(rows: Sequence[tuple[int, Domain]]) -> None:
+    """Raise XlListError if two rows (line number, domain) share a name or a domain id."""
     seen_names: set[str] = set()
     seen_ids: set[int] = set()
-    for number, domain in enumerate(domains, start=2):
+    for number, domain in rows:
         if domain.name in seen_names:
             raise XlListError(f"duplicate domain name {domain.name!r}", number)
         if domain.domid in seen_ids:
@@ -187,11 +231,32 @@ class XlRunner:
         started is reported like a shell would, with exit code 127."""
         if not os.path.isabs(path):
             raise ValueError(f"xl create needs an absolute path, got {path!r}")
+        return self._create(path, subprocess.DEVNULL)
+
+    def create_from_bytes(self, data: bytes, shown_path: str) -> CreateResult:
+        """Run `xl create /dev/stdin` with `data` in an unnamed file on its standard
+        input, so that xl reads exactly `data` through a path nobody can swap, and
+        report how it ended as `create` does, naming `shown_path` where xl names
+        its file. xl reads its cfg once, at create: a guest's reboot reuses it."""
+        with contextlib.ExitStack() as stack:
+            try:
+                source = stack.enter_context(_unnamed_file(data))
+            except OSError as exc:
+                return CreateResult(
+                    ok=False,
+                    exit_code=NOT_RUN,
+                    stderr_tail=f"not created: cannot hold the content of {shown_path}: {exc}",
+                )
+            result = self._create(STDIN_PATH, source)
+        return replace(result, stderr_tail=result.stderr_tail.replace(STDIN_PATH, shown_path))
+
+    def _create(self, path: str, stdin: IO[bytes] | int) -> CreateResult:
+        """Run `xl create PATH` with `stdin` and report how it ended."""
         try:
-            outcome = self._run(["create", path], self.create_timeout, combine=True)
+            outcome = self._run(["create", path], self.create_timeout, combine=True, stdin=stdin)
         except OSError as exc:
             return CreateResult(
-                ok=False, exit_code=127, stderr_tail=f"cannot run {self.command[0]}: {exc}"
+                ok=False, exit_code=NOT_RUN, stderr_tail=f"cannot run {self.command[0]}: {exc}"
             )
         return CreateResult(
             ok=outcome.exit_code == 0,
@@ -201,14 +266,22 @@ class XlRunner:
             duration=outcome.duration,
         )
 
-    def _run(self, args: Sequence[str], timeout: float, *, combine: bool) -> _Outcome:
-        """Run the xl command with `args` in its own session, output in temp files
-        (stderr into stdout's file if `combine`); kill its group at `timeout`."""
+    def _run(
+        self,
+        args: Sequence[str],
+        timeout: float,
+        *,
+        combine: bool,
+        stdin: IO[bytes] | int = subprocess.DEVNULL,
+    ) -> _Outcome:
+        """Run the xl command with `args` in its own session, input from `stdin`,
+        output in temp files (stderr into stdout's file if `combine`); kill its
+        group at `timeout`."""
         started = time.monotonic()
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             proc = subprocess.Popen(
                 [*self.command, *args],
-                stdin=subprocess.DEVNULL,
+                stdin=stdin,
                 stdout=out,
                 stderr=out if combine else err,
                 start_new_session=True,
@@ -222,6 +295,52 @@ class XlRunner:
                 stderr=_read(err),
                 duration=time.monotonic() - started,
             )
+
+
+# --- handing xl the checked bytes ------------------------------------------------------------
+
+
+def create_checked(
+    create_from_bytes: Callable[[bytes, str], CreateResult],
+    action: CreateAction,
+    data: bytes | None,
+) -> CreateResult:
+    """Run `create_from_bytes` (`XlRunner.create_from_bytes`) on `data`, the bytes
+    the scan checked for `action`'s file, so that xl never opens the guests
+    directory's path, which could have been swapped since the check. Refuses (xl
+    not run) when `data` is missing or does not hash to the `cfg_hash` the
+    planner decided on."""
+    if data is None or hashlib.sha256(data).hexdigest() != action.cfg_hash:
+        return CreateResult(
+            ok=False,
+            exit_code=NOT_RUN,
+            stderr_tail=f"{action.path}: not created: the content checked by the scan is not "
+            "at hand (the file changed); the next pass decides",
+        )
+    return create_from_bytes(data, action.path)
+
+
+@contextlib.contextmanager
+def _unnamed_file(data: bytes) -> Iterator[IO[bytes]]:
+    """A regular file with no name holding `data`, positioned at its start, for
+    the block: a memfd where the system has one (no disk needed), else a
+    temporary file removed as soon as it is made."""
+    fd = _memfd()
+    with open(fd, "wb+", buffering=0) if fd is not None else tempfile.TemporaryFile() as file:
+        file.write(data)
+        file.seek(0)
+        yield file
+
+
+def _memfd() -> int | None:
+    """A new memfd, or None where there is none."""
+    memfd_create = getattr(os, "memfd_create", None)
+    if memfd_create is None:  # pragma: no cover - Linux has it
+        return None
+    try:
+        return int(memfd_create("xenreconcile-cfg"))
+    except OSError:
+        return None
 
 
 def _wait_or_kill(proc: subprocess.Popen[bytes], timeout: float, grace: float) -> bool:

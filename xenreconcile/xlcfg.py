@@ -64,13 +64,16 @@ Text is the file decoded from UTF-8 (the caller rejects other bytes).
 Guest names (`guest_name`): the `name` key must be a non-empty string. Besides,
 it must not be `Domain-0`, nor end with `--incoming` or `--migratedaway` (the
 names xl gives a guest during live migration), nor contain control characters
-or start or end with blanks, because such a name cannot be matched against the
+(or any other character that is not printable, except spaces inside the name),
+nor start or end with whitespace of any kind (str.isspace: U+00A0, U+3000 and
+the other Unicode spaces too), because such a name cannot be matched against the
 `xl list` table.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple, TypeAlias
@@ -594,11 +597,31 @@ def _name_problem(name: str) -> str | None:
     for suffix in (INCOMING_SUFFIX, MIGRATEDAWAY_SUFFIX):
         if name.endswith(suffix):
             return f"ends with {suffix!r}, which xl uses for a guest in live migration"
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name):
-        return f"contains a control character ({name!r})"
-    if name != name.strip(" \t"):
-        return f"starts or ends with blanks ({name!r}), which 'xl list' cannot show"
+    bad = next((ch for ch in name if _unprintable(ch)), None)
+    if bad is not None:
+        return (
+            f"contains a control character or another unprintable one "
+            f"({_describe_char(bad)}) in {name!r}"
+        )
+    if name != name.strip():
+        edge = name[0] if name[0].isspace() else name[-1]
+        return (
+            f"starts or ends with blanks or other whitespace ({_describe_char(edge)}) "
+            f"in {name!r}, which 'xl list' cannot show apart from its padding"
+        )
     return None
+
+
+def _unprintable(ch: str) -> bool:
+    """True for a control, format, separator or unassigned character: anything
+    not printable except a space inside a name (Unicode spaces included)."""
+    return not ch.isprintable() and unicodedata.category(ch) != "Zs"
+
+
+def _describe_char(ch: str) -> str:
+    """A character for an error message: its code point and Unicode name."""
+    name = unicodedata.name(ch, "")
+    return f"U+{ord(ch):04X} {name}" if name else f"U+{ord(ch):04X}"
 
 
 # --- rendering ----------------------------------------------------------------------------
