@@ -57,12 +57,8 @@ class DaemonRun:
         self.config_path.write_text(yaml.safe_dump(self.config), encoding="utf-8")
 
     def env(self) -> dict[str, str]:
-        """The daemon's environment: the simulated xl and its boot time."""
-        return {
-            **os.environ,
-            **self.sim.env(),
-            "XENRECONCILE_BOOT_TIME_FILE": str(self.sim.state_dir / "boottime"),
-        }
+        """The daemon's environment: the simulated xl and its Dom0's boot."""
+        return {**os.environ, **self.sim.env()}
 
     def add_guest(self, name: str, filename: str | None = None, text: str | None = None) -> Path:
         """Drop a guest cfg atomically (write a dot-file, rename it in)."""

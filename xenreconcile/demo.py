@@ -68,7 +68,6 @@ class Demo:
         self.env = {
             **os.environ,
             **self.sim.env(),
-            "XENRECONCILE_BOOT_TIME_FILE": str(self.sim.state_dir / "boottime"),
         }
 
     def add_guest(self, name: str, memory: int = 256) -> None:
