@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,33 @@ class DaemonRun:
             for e in self.lines()
             if e.get("event") == event and (guest is None or e.get("guest") == guest)
         ]
+
+    def listings(self, since: float = 0.0) -> int:
+        """How many `xl list` calls began at or after wall time `since` (one per pass
+        of the daemon; `plan` and a `status` without a daemon list too)."""
+        return sum(1 for c in self.sim.calls() if c["argv"][:1] == ["list"] and c["time"] >= since)
+
+    def wait_passes(self, count: int, after: float | None = None, timeout: float = 20) -> None:
+        """Wait until `count` passes began after wall time `after` (default: now), so
+        that at least `count - 1` whole passes ran after it: the handshake for "the
+        daemon had every chance to act" that no fixed sleep gives on a slow machine."""
+        since = time.time() if after is None else after
+        wait_for(lambda: self.listings(since) >= count, timeout, f"{count} passes")
+
+    def remembered(self, name: str) -> dict[str, Any]:
+        """What state.json remembers about guest `name` ({} if nothing)."""
+        try:
+            doc = json.loads((self.state_dir / "state.json").read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return {}
+        guest: dict[str, Any] = doc.get("guests", {}).get(name, {})
+        return guest
+
+    def stable(self, name: str) -> bool:
+        """True once state.json says the daemon created `name` and saw it up for
+        `stable_after` (it has forgotten when it created it)."""
+        guest = self.remembered(name)
+        return "created_hash" in guest and "created_at" not in guest
 
     def running(self) -> set[str]:
         """Names the simulated xl lists as built (not paused mid-create), Domain-0 excluded."""

@@ -179,6 +179,17 @@ def test_failing_listing_is_retried_with_backoff_and_creates_nothing(world) -> N
     assert events(tmp_path, "toolstack_ready")
 
 
+def test_a_watcher_hint_brings_a_pass_at_once(world) -> None:  # type: ignore[no-untyped-def]
+    daemon, xl, clock, tmp_path = world
+    daemon.step()  # the first pass; the next is due in 30 s
+    lists, hinted_at = xl.lists, clock.now
+    add_guest(tmp_path, "new")
+    daemon.hint()  # what the watcher thread does when it sees the directory change
+    daemon.step()
+    assert (xl.lists, xl.created) == (lists + 1, ["new"])
+    assert clock.now == hinted_at  # no wait before the pass
+
+
 def test_failed_create_schedules_a_retry_after_the_backoff(world) -> None:  # type: ignore[no-untyped-def]
     daemon, xl, clock, tmp_path = world
     add_guest(tmp_path, "bad")
@@ -291,8 +302,8 @@ def test_a_clock_corrected_by_a_day_does_not_delay_the_retry(tmp_path: Path) -> 
     try:
         xl.fail.add("bad")
         add_guest(tmp_path, "bad")
-        assert step_until(daemon, clock, lambda: xl.created == ["bad"], 5)
-        failed_at = clock.now
+        assert step_until(daemon, clock, lambda: daemon.memory.guest("bad").next_retry, 5)
+        failed_at = clock.now  # the failure is recorded, its retry scheduled
         clock.step_wall(-DAY)  # NTP corrects the clock
         assert step_until(daemon, clock, lambda: len(xl.created) == 2, 2 * DAY)
         assert clock.now - failed_at <= 10 + 5  # backoff.initial + jitter

@@ -219,6 +219,12 @@ class Daemon:
         self.stopping = True
         self.wake.set()
 
+    def hint(self) -> None:
+        """Something may have changed (a watcher saw the guests directory change):
+        run a pass as soon as the loop wakes (safe from any thread)."""
+        self.pass_due = True
+        self.wake.set()
+
     def reload(self) -> None:
         """Ask the loop to reload its config (safe from a signal handler)."""
         self.reload_wanted = True
@@ -560,8 +566,7 @@ class Daemon:
         def watch() -> None:
             while not self.stopping and generation == self.watch_generation:
                 if watcher.wait(1.0) and generation == self.watch_generation:
-                    self.pass_due = True
-                    self.wake.set()
+                    self.hint()
 
         threading.Thread(target=watch, name="watcher", daemon=True).start()
 
