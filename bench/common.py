@@ -143,7 +143,6 @@ class BenchDaemon:
         env = {
             **os.environ,
             **self.sim.env(),
-            "XENRECONCILE_BOOT_TIME_FILE": str(self.sim.state_dir / "boottime"),
             "SIMXL_MONITOR_LIFETIME": "900",
         }
         self.started_at = time.time()

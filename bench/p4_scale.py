@@ -20,6 +20,7 @@ from xenreconcile.guestdir import GuestDirScanner
 from xenreconcile.models import CreateResult, Domain, Memory
 from xenreconcile.simxl import SimXl
 from xenreconcile.simxl.cli import HEADER, format_row
+from xenreconcile.state import Boot
 from xenreconcile.xl import parse_xl_list
 
 
@@ -78,11 +79,11 @@ def measure(size: int, repeat: int, root: Path) -> dict[str, Any]:
 
     scanner = GuestDirScanner(str(guests_dir))
     settings = Config().planner_settings()
-    first = planner.plan(scanner.scan(), domains, Memory(), (), time.time(), settings)
+    first = planner.plan(scanner.scan(), domains, Memory(), (), time.monotonic(), settings)
     memory = first.memory
     scan_only = timed(scanner.scan, repeat, "unchanged_scan")
     plan_only = timed(
-        lambda: planner.plan(scanner.scan(), domains, memory, (), time.time(), settings),
+        lambda: planner.plan(scanner.scan(), domains, memory, (), time.monotonic(), settings),
         repeat,
         "unchanged_scan_plan",
     )
@@ -93,12 +94,12 @@ def measure(size: int, repeat: int, root: Path) -> dict[str, Any]:
             log_file=str(root / "log"),
         ),
         runner=_ListedRunner(domains),
-        boot_time=lambda: 1.0,
+        read_boot=lambda: Boot(boot_id="bench"),
         use_watcher=False,
     )
     daemon.start()
-    daemon.run_pass(time.time())
-    full_pass = timed(lambda: daemon.run_pass(time.time()), repeat, "unchanged_daemon_pass")
+    daemon.run_pass(time.monotonic())
+    full_pass = timed(lambda: daemon.run_pass(time.monotonic()), repeat, "unchanged_daemon_pass")
     daemon.store.unlock()
     return {
         "size": size,

@@ -29,6 +29,7 @@ from xenreconcile import control
 from xenreconcile.config import Config, parse_config
 from xenreconcile.daemon import Daemon, Joinable
 from xenreconcile.models import DOM0_NAME, CreateAction, CreateResult, Domain
+from xenreconcile.state import Boot
 from xenreconcile.xl import ToolstackError
 
 EPOCH = 1_700_000_000.0
@@ -67,14 +68,19 @@ backoff: {{initial: 2s, multiplier: 2, max: 60s, jitter: 5s}}
 
 
 class FakeClock:
-    """Simulated wall time; waiting lets the world act until the wait ends."""
+    """Simulated time (monotonic and wall alike); waiting lets the world act
+    until the wait ends."""
 
     def __init__(self, world: ChaosWorld) -> None:
         self.now = EPOCH
         self.world = world
 
-    def time(self) -> float:
+    def monotonic(self) -> float:
         """The simulated time."""
+        return self.now
+
+    def wall(self) -> float:
+        """The simulated time (the world's wall clock never steps)."""
         return self.now
 
     def wait(self, event: threading.Event, timeout: float) -> bool:
@@ -200,7 +206,7 @@ class ChaosWorld:
             self.config,
             clock=self.clock,
             runner=ChaosRunner(self),
-            boot_time=lambda: self.boot,
+            read_boot=lambda: Boot(str(self.generation), self.boot, self.clock.now - self.boot),
             use_watcher=False,
             create_starter=self.start_create,
         )
@@ -323,7 +329,7 @@ class ChaosWorld:
         self.figures.faults["cfg_edit"] += 1
 
     def reboot_dom0(self) -> None:
-        """Every domain gone, creates of this boot lost, a new boot time, and the
+        """Every domain gone, creates of this boot lost, a new boot, and the
         daemon restarted on the same state dir (killed or stopped before)."""
         self.figures.faults["dom0_reboot"] += 1
         self.domains.clear()

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +58,8 @@ class DaemonRun:
         self.config_path.write_text(yaml.safe_dump(self.config), encoding="utf-8")
 
     def env(self) -> dict[str, str]:
-        """The daemon's environment: the simulated xl and its boot time."""
-        return {
-            **os.environ,
-            **self.sim.env(),
-            "XENRECONCILE_BOOT_TIME_FILE": str(self.sim.state_dir / "boottime"),
-        }
+        """The daemon's environment: the simulated xl and its Dom0's boot."""
+        return {**os.environ, **self.sim.env()}
 
     def add_guest(self, name: str, filename: str | None = None, text: str | None = None) -> Path:
         """Drop a guest cfg atomically (write a dot-file, rename it in)."""
@@ -141,6 +138,33 @@ class DaemonRun:
             for e in self.lines()
             if e.get("event") == event and (guest is None or e.get("guest") == guest)
         ]
+
+    def listings(self, since: float = 0.0) -> int:
+        """How many `xl list` calls began at or after wall time `since` (one per pass
+        of the daemon; `plan` and a `status` without a daemon list too)."""
+        return sum(1 for c in self.sim.calls() if c["argv"][:1] == ["list"] and c["time"] >= since)
+
+    def wait_passes(self, count: int, after: float | None = None, timeout: float = 20) -> None:
+        """Wait until `count` passes began after wall time `after` (default: now), so
+        that at least `count - 1` whole passes ran after it: the handshake for "the
+        daemon had every chance to act" that no fixed sleep gives on a slow machine."""
+        since = time.time() if after is None else after
+        wait_for(lambda: self.listings(since) >= count, timeout, f"{count} passes")
+
+    def remembered(self, name: str) -> dict[str, Any]:
+        """What state.json remembers about guest `name` ({} if nothing)."""
+        try:
+            doc = json.loads((self.state_dir / "state.json").read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return {}
+        guest: dict[str, Any] = doc.get("guests", {}).get(name, {})
+        return guest
+
+    def stable(self, name: str) -> bool:
+        """True once state.json says the daemon created `name` and saw it up for
+        `stable_after` (it has forgotten when it created it)."""
+        guest = self.remembered(name)
+        return "created_hash" in guest and "created_at" not in guest
 
     def running(self) -> set[str]:
         """Names the simulated xl lists as built (not paused mid-create), Domain-0 excluded."""

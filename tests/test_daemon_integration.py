@@ -38,14 +38,15 @@ def create_times(run: DaemonRun, name: str) -> list[float]:
 
 
 def test_boot_recovery_creates_every_guest_exactly_once(run: DaemonRun) -> None:
+    run.write_config(interval="0.5s")
     for name in ("alpha", "bravo", "charlie"):
         run.add_guest(name)
     run.start()
     wait_for(lambda: run.running() == {"alpha", "bravo", "charlie"}, 20, "all three guests")
-    # Let a few more passes happen (files touched => passes) and check nothing is created twice.
+    # More passes (a file touched, the interval) must not create anything twice.
     run.add_guest("alpha")
     wait_for(lambda: len(run.events("create_ok")) >= 3, 10, "three create_ok lines")
-    time.sleep(1.5)  # a window in which a duplicate create would show up
+    run.wait_passes(3)
     assert {n: len(run.sim.creates(n)) for n in ("alpha", "bravo", "charlie")} == {
         "alpha": 1,
         "bravo": 1,
@@ -54,18 +55,20 @@ def test_boot_recovery_creates_every_guest_exactly_once(run: DaemonRun) -> None:
     assert run.guest_state("alpha") == "running"
 
 
-def test_dropped_cfg_is_created_within_a_second(run: DaemonRun) -> None:
-    run.write_config(interval="60s")
+def test_dropped_cfg_is_created_by_the_watcher_not_the_interval(run: DaemonRun) -> None:
+    # How soon (within 1 s) depends on the machine and is measured by bench P2; that a
+    # hint brings a pass at once is test_daemon_loop's. Here: the watcher brings it.
+    run.write_config(interval="600s")
     run.start()
     wait_for(lambda: run.events("watching"), 10, "the watcher to start")
     # the first pass is over (it writes the status file): only the watcher can bring the next
     wait_for((run.state_dir / "status.json").exists, 10, "the first pass")
     dropped_at = time.time()
     run.add_guest("newcomer")
-    wait_for(lambda: run.events("create_started", "newcomer"), 10, "create_started")
-    wait_for(lambda: create_times(run, "newcomer"), 5, "the create invocation")
-    calls = create_times(run, "newcomer")
-    assert calls[0] - dropped_at < 1.0, f"created {calls[0] - dropped_at:.2f}s after the drop"
+    wait_for(lambda: create_times(run, "newcomer"), 60, "the create invocation")
+    assert run.events("create_started", "newcomer")
+    latency = create_times(run, "newcomer")[0] - dropped_at
+    assert latency < 300, f"created {latency:.2f}s after the drop: by the interval, not the watcher"
 
 
 def test_destroyed_guest_is_recreated_after_missing_grace(run: DaemonRun) -> None:
@@ -74,7 +77,8 @@ def test_destroyed_guest_is_recreated_after_missing_grace(run: DaemonRun) -> Non
     run.start()
     wait_for(lambda: "web" in run.running(), 15, "web to run")
     wait_for(lambda: run.events("create_ok", "web"), 10, "create_ok")
-    time.sleep(2.5)  # past stable_after (2 s): a vanish now is not a failed create
+    # past stable_after (2 s), seen by the daemon: a vanish now is not a failed create
+    wait_for(lambda: run.stable("web"), 15, "web to count as stable")
     destroyed_at = time.time()
     run.sim.destroy("web")
     wait_for(lambda: len(run.sim.creates("web")) == 2, 15, "the second create")
@@ -107,6 +111,7 @@ def test_failed_creates_are_retried_with_growing_gaps(run: DaemonRun) -> None:
 
 
 def test_invalid_and_duplicate_files_are_isolated(run: DaemonRun) -> None:
+    run.write_config(interval="0.5s")
     run.add_guest("good")
     run.add_guest("broken", text='name = "broken"\nmemory = = 12\n')
     run.add_guest("twin", filename="twin-a.cfg")
@@ -114,7 +119,7 @@ def test_invalid_and_duplicate_files_are_isolated(run: DaemonRun) -> None:
     run.start()
     wait_for(lambda: "good" in run.running(), 15, "good to run")
     wait_for(lambda: run.events("invalid_file"), 5, "invalid_file logged")
-    time.sleep(1)
+    run.wait_passes(3)
     assert run.running() == {"good"}
     assert run.sim.creates("twin") == [] and run.sim.creates("broken") == []
     invalid = run.events("invalid_file")
@@ -153,7 +158,7 @@ def test_hold_and_release_from_the_cli_while_running(run: DaemonRun) -> None:
     out = run.cli("hold", "db", "--reason", "disk swap")
     assert out.returncode == 0 and "applied by the running daemon" in out.stdout
     run.sim.destroy("db")
-    time.sleep(2.5)  # several passes and more than missing_grace
+    run.wait_passes(3, after=time.time() + 0.5)  # passes after missing_grace (0.5 s) ended
     assert len(run.sim.creates("db")) == 1
     assert run.guest_state("db") == "held"
     out = run.cli("release", "db")
@@ -168,19 +173,22 @@ def test_migrated_away_guest_is_not_recreated(run: DaemonRun) -> None:
     wait_for(lambda: "mover" in run.running(), 15, "mover to run")
     run.sim.migrate_away("mover", seconds=3.0)  # real migrations take longer
     wait_for(lambda: run.events("guest_migrated", "mover"), 10, "guest_migrated")
-    time.sleep(1.5)
+    run.wait_passes(3, after=time.time() + 0.3)  # passes after missing_grace (0.3 s) ended
     assert len(run.sim.creates("mover")) == 1
     assert run.guest_state("mover") == "migrated"
 
 
 def test_sigterm_exits_zero_quickly_and_leaves_guests_running(run: DaemonRun) -> None:
+    # Nothing in flight: the stop must not wait for stop_timeout. With 60 s of it, any
+    # machine tells a quick stop (well under 30 s) from one that waited.
+    run.write_config(stop_timeout="60s")
     run.add_guest("keep")
     run.start()
     wait_for(lambda: run.events("create_ok", "keep"), 15, "keep to be created")
     monitors = [d.monitor_pid for d in run.sim.domains() if d.name == "keep"]
     started = time.monotonic()
-    assert run.stop() == 0
-    assert time.monotonic() - started < 5
+    assert run.stop(timeout=90) == 0
+    assert time.monotonic() - started < 30
     assert "keep" in run.running()
     assert monitors[0] is not None
     os.kill(monitors[0], 0)  # the xl monitor process survives the daemon's stop
@@ -248,6 +256,24 @@ def test_dom0_reboot_clears_counters_and_keeps_holds(run: DaemonRun) -> None:
     assert states["parked"]["state"] == "held"
     assert states["bad"]["attempts"] == 0
     assert run.sim.creates("parked") == []
+
+
+def test_a_clock_step_between_two_runs_is_no_dom0_reboot(tmp_path: Path) -> None:
+    run = DaemonRun(tmp_path, watch="poll")  # the watcher plays no part here
+    try:
+        run.sim.set_faults(create_fail={"bad": "kernel"})
+        run.add_guest("bad")
+        run.start()
+        wait_for(lambda: len(run.sim.creates("bad")) >= 2, 15, "two failures of bad")
+        assert run.stop() == 0
+        attempts = run.remembered("bad")["attempts"]
+        run.sim.step_clock(-3600)  # NTP set the clock back: the boot time moved, not the boot
+        run.start()
+        run.wait_passes(2)
+        assert run.events("dom0_rebooted") == []
+        assert run.remembered("bad")["attempts"] >= attempts >= 2
+    finally:
+        run.kill()
 
 
 def test_notify_command_runs_on_give_up_and_recovery(run: DaemonRun, tmp_path: Path) -> None:

@@ -514,7 +514,7 @@ def test_real_daemon_under_the_rc_script(services: Callable[..., Service], tmp_p
         f"log_file: {log}\ninterval: 5s\n"
     )
     service = services(14, config_text=config, program_text=ENTRY_POINT)
-    service.env.update(sim.env(), XENRECONCILE_BOOT_TIME_FILE=str(sim.state_dir / "boottime"))
+    service.env.update(sim.env())
     try:
         assert service.rc("start").returncode == 0
         wait_until(service.child_pidfile.exists, "the daemon's pidfile")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,6 +244,23 @@ def test_reboot_restarts_domain_ids(simxl: SimXl) -> None:
     simxl.reboot()
     assert simxl.names() == []
     assert simxl.add_domain("c") == 1
+
+
+def test_reboot_is_a_new_boot_tens_of_seconds_later_however_fast_it_runs(simxl: SimXl) -> None:
+    boots = [(simxl.boot_id(), simxl.boot_time())]
+    for _ in range(2):  # two reboots right after each other
+        simxl.reboot()
+        boots.append((simxl.boot_id(), simxl.boot_time()))
+    assert len({boot_id for boot_id, _ in boots}) == 3
+    gaps = [later[1] - earlier[1] for earlier, later in itertools.pairwise(boots)]
+    assert all(gap >= 30 for gap in gaps), gaps  # a real reboot takes that long at least
+    assert boots[0][1] < time.time() - 60  # the simulated Dom0 has been up a while
+
+
+def test_a_clock_step_moves_the_boot_time_and_keeps_the_boot_id(simxl: SimXl) -> None:
+    boot_id, boot = simxl.boot_id(), simxl.boot_time()
+    simxl.step_clock(-3600)
+    assert (simxl.boot_id(), simxl.boot_time()) == (boot_id, boot - 3600)
 
 
 def test_a_slow_create_lists_the_domain_paused_until_it_is_built(

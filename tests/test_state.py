@@ -1,4 +1,4 @@
-"""state.json round trips, atomic writes, corrupt files, the daemon lock, boot time."""
+"""state.json round trips, atomic writes, corrupt files, the daemon lock."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import stat
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -21,9 +20,6 @@ from xenreconcile.state import (
     StateStore,
     decode_memory,
     encode_memory,
-    parse_kern_boottime,
-    parse_proc_stat_btime,
-    read_boot_time,
 )
 
 SAMPLE = Memory(
@@ -306,34 +302,3 @@ def test_lock_held_by_another_process_is_seen(tmp_path: Path) -> None:
         child.stdin.close()
         child.wait(timeout=10)
     assert StateStore(state_dir).daemon_running() is False
-
-
-# --- boot time --------------------------------------------------------------------------------
-
-
-def test_boot_time_file_override(tmp_path: Path) -> None:
-    path = tmp_path / "boot"
-    path.write_text("1700000000.5\n")
-    assert read_boot_time({"XENRECONCILE_BOOT_TIME_FILE": str(path)}) == 1700000000.5
-    path.write_text("garbage")
-    assert read_boot_time({"XENRECONCILE_BOOT_TIME_FILE": str(path)}) is None
-    assert read_boot_time({"XENRECONCILE_BOOT_TIME_FILE": str(tmp_path / "nope")}) is None
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc/stat")
-def test_linux_boot_time_is_in_the_past() -> None:
-    boot = read_boot_time({})
-    assert boot is not None
-    assert 0 < boot < time.time()
-
-
-def test_parse_proc_stat() -> None:
-    text = "cpu  1 2 3\nintr 5\nbtime 1699990000\nprocesses 12\n"
-    assert parse_proc_stat_btime(text) == 1699990000.0
-    assert parse_proc_stat_btime("cpu 1 2\n") is None
-
-
-def test_parse_kern_boottime() -> None:
-    text = "{ sec = 1699990000, usec = 250000 } Tue Nov 14 18:06:40 2023\n"
-    assert parse_kern_boottime(text) == 1699990000.25
-    assert parse_kern_boottime("") is None

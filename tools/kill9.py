@@ -114,7 +114,6 @@ class Kill9Run:
         return {
             **os.environ,
             **self.sim.env(),
-            "XENRECONCILE_BOOT_TIME_FILE": str(self.sim.state_dir / "boottime"),
             "PYTHONPATH": str(ROOT),
         }
 

@@ -11,10 +11,10 @@ import argparse
 import json
 import os
 import sys
-import time
 from typing import Any
 
 from xenreconcile import control, logs, planner, report
+from xenreconcile.clock import Instant, from_epoch
 from xenreconcile.config import Config, ConfigError, load_config
 from xenreconcile.daemon import STATUS_FILE, Daemon, DaemonError, xl_command
 from xenreconcile.demo import run_demo
@@ -79,9 +79,10 @@ def read_status_file(config: Config) -> dict[str, Any] | None:
     return doc
 
 
-def compute_plan(config: Config, in_flight: set[str]) -> tuple[Plan, str | None]:
-    """Plan a pass now from the files, `xl list` and the saved state, doing
-    nothing. Returns the plan and the toolstack error, if any."""
+def compute_plan(config: Config, in_flight: set[str], now: Instant) -> tuple[Plan, str | None]:
+    """Plan a pass at `now` from the files, `xl list` and the saved state (read
+    as the daemon reads it at start), doing nothing. Returns the plan and the
+    toolstack error, if any."""
     desired = GuestDirScanner(
         config.guests_dir, strict_permissions=config.strict_permissions
     ).scan()
@@ -91,8 +92,9 @@ def compute_plan(config: Config, in_flight: set[str]) -> tuple[Plan, str | None]
         listing = XlRunner(xl_command(config), list_timeout=config.list_timeout).list()
     except ToolstackError as exc:
         listing, error = None, str(exc)
-    memory = load_memory(config)
-    plan = planner.plan(desired, listing, memory, in_flight, time.time(), config.planner_settings())
+    settings = config.planner_settings()
+    memory = from_epoch(load_memory(config), now.offset, now.monotonic, settings)
+    plan = planner.plan(desired, listing, memory, in_flight, now.monotonic, settings)
     return plan, error
 
 
@@ -104,11 +106,14 @@ def load_memory(config: Config) -> Memory:
     return memory
 
 
-def refresh_next_retry(doc: dict[str, Any], now: float) -> dict[str, Any]:
-    """`doc` with each guest's `next_retry_in` recomputed for `now`."""
+def refresh_next_retry(doc: dict[str, Any], wall_now: float) -> dict[str, Any]:
+    """`doc` with each guest's `next_retry_in` counted down by the time passed
+    since the document was generated. A wall clock set back since then counts
+    as no time passed, so it cannot make a retry look further away."""
+    passed = max(0.0, wall_now - float(doc.get("generated_at") or wall_now))
     for guest in doc["guests"]:
-        at = guest.get("next_retry")
-        guest["next_retry_in"] = None if at is None else max(0.0, round(at - now, 1))
+        left = guest.get("next_retry_in")
+        guest["next_retry_in"] = None if left is None else max(0.0, round(left - passed, 1))
     return doc
 
 
@@ -116,11 +121,13 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
     """`status [--json]`: every guest's state."""
     pid = daemon_pid(config)
     doc = read_status_file(config) if pid is not None else None
-    now = time.time()
+    now = Instant.now()
     if doc is None:
-        plan, error = compute_plan(config, set())
-        doc = report.status_document(plan, now=now, daemon_pid=None, toolstack_error=error)
-    doc = refresh_next_retry(doc, now)
+        plan, error = compute_plan(config, set(), now)
+        doc = report.status_document(
+            plan, now=now.monotonic, wall_now=now.wall, daemon_pid=None, toolstack_error=error
+        )
+    doc = refresh_next_retry(doc, now.wall)
     print(json.dumps(doc, indent=2) if args.json else report.status_table(doc))
     settled = {s.value for s in report.SETTLED_STATES}
     ok = doc["toolstack"]["ok"] and all(g["state"] in settled for g in doc["guests"])
@@ -133,8 +140,9 @@ def cmd_plan(config: Config, args: argparse.Namespace) -> int:
     if daemon_pid(config) is not None:
         doc = read_status_file(config) or {"guests": []}
         in_flight = {g["name"] for g in doc["guests"] if g["state"] == GuestState.CREATING.value}
-    plan, error = compute_plan(config, in_flight)
-    out = report.plan_document(plan, now=time.time(), toolstack_error=error)
+    now = Instant.now()
+    plan, error = compute_plan(config, in_flight, now)
+    out = report.plan_document(plan, now=now.monotonic, wall_now=now.wall, toolstack_error=error)
     print(json.dumps(out, indent=2) if args.json else report.plan_text(out))
     return EXIT_OK if plan.trusted else EXIT_PROBLEM
 

@@ -4,7 +4,9 @@ One main thread owns all state. Create workers and the directory watcher run
 in threads of their own and only hand results back through a queue and a wake
 event. A pass runs every `interval`, soon after a watcher hint, after a create
 finished, after an admin request, after SIGHUP, and at the time the planner
-asked to be woken (`Plan.wake_at`). Time comes from an injectable clock.
+asked to be woken (`Plan.wake_at`). Time comes from an injectable clock: every
+wait and deadline is monotonic; state.json and status.json get epoch seconds,
+converted when they are written and (clamped) when state.json is read.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any, Protocol
 from tenacity import RetryCallState, wait_exponential
 
 from xenreconcile import __version__, control, logs, partial, planner, report
+from xenreconcile.clock import Clock, SystemClock, epoch_offset, from_epoch, to_epoch
 from xenreconcile.config import Config, ConfigError, load_config
 from xenreconcile.guestdir import GuestDirScanner
 from xenreconcile.models import (
@@ -38,7 +41,7 @@ from xenreconcile.models import (
     PlannerSettings,
 )
 from xenreconcile.notify import notify_async
-from xenreconcile.state import StateStore, read_boot_time
+from xenreconcile.state import Boot, StateStore, read_boot, same_boot, saved_boot
 from xenreconcile.watch import Watcher, WatchUnavailable, make_watcher
 from xenreconcile.xl import (
     ToolstackError,
@@ -72,25 +75,6 @@ class Runner(Protocol):
     def list(self) -> tuple[Domain, ...]: ...
     def create(self, path: str) -> CreateResult: ...
     def create_from_bytes(self, data: bytes, shown_path: str) -> CreateResult: ...
-
-
-class Clock(Protocol):
-    """Wall time and waiting, injectable so tests need no sleeps."""
-
-    def time(self) -> float: ...
-    def wait(self, event: threading.Event, timeout: float) -> bool: ...
-
-
-class SystemClock:
-    """The real clock."""
-
-    def time(self) -> float:
-        """Seconds since the epoch."""
-        return time.time()
-
-    def wait(self, event: threading.Event, timeout: float) -> bool:
-        """Block until `event` is set or `timeout` seconds pass; True if set."""
-        return event.wait(max(0.0, timeout))
 
 
 class Joinable(Protocol):
@@ -137,7 +121,7 @@ class Daemon:
     config_path: str | None = None
     clock: Clock = field(default_factory=SystemClock)
     runner: Runner | None = None
-    boot_time: Callable[[], float | None] = read_boot_time
+    read_boot: Callable[[], Boot] = read_boot
     use_watcher: bool = True
     create_starter: CreateStarter | None = None
 
@@ -145,6 +129,9 @@ class Daemon:
         self.log = logs.get_logger()
         self.store = StateStore(self.config.state_dir)
         self.memory = Memory()
+        self.persisted: Memory | None = None  # the memory state.json holds, if known
+        self.boot = Boot()
+        self.boot_read_at = 0.0
         self.scanner = self._make_scanner()
         if self.runner is None:
             self.runner = self._make_runner()
@@ -199,16 +186,13 @@ class Daemon:
                     f"{self.config.state_dir} is locked: another xenreconcile daemon is running"
                 )
             time.sleep(0.1)
-        memory, warning = self.store.load()
+        on_disk, warning = self.store.load()
         if warning:
             self.log.error("state_corrupt", error=warning)
-        boot = self.boot_time()
-        if boot is not None and memory.boot_time is not None and abs(boot - memory.boot_time) > 1:
-            self.log.info("dom0_rebooted", boot_time=boot, previous_boot_time=memory.boot_time)
-            memory = planner.new_boot(memory, boot)
-        elif boot is not None and memory.boot_time is None:
-            memory = planner.new_boot(memory, boot)
-        self.memory = planner.forget_runtime(memory)
+        now = self.clock.monotonic()
+        memory = from_epoch(on_disk, epoch_offset(self.clock), now, self.settings)
+        self.boot, self.boot_read_at = self.read_boot(), now
+        self.memory = planner.forget_runtime(self._adopt_boot(memory))
         self.log.info(
             "started",
             version=__version__,
@@ -220,9 +204,35 @@ class Daemon:
         self._take_requests()
         self._save()
 
+    def _adopt_boot(self, memory: Memory) -> Memory:
+        """Given the loaded memory, return it as the memory of the running boot:
+        that of a new boot (counters cleared, holds kept) when Dom0 rebooted since
+        it was saved or it has no boot yet, else unchanged; stamped with this boot."""
+        if not self.boot.known:
+            return memory  # nothing to compare with: keep what is remembered
+        saved = saved_boot(memory)
+        same = same_boot(saved, self.boot)
+        if same is False:
+            self.log.info(
+                "dom0_rebooted",
+                boot_id=self.boot.boot_id,
+                boot_time=self.boot.boot_time,
+                previous_boot_id=saved.boot_id,
+                previous_boot_time=saved.boot_time,
+            )
+        if not same:
+            memory = planner.new_boot(memory, self.boot.boot_time)
+        return replace(memory, boot_id=self.boot.boot_id, boot_time=self.boot.boot_time)
+
     def stop(self) -> None:
         """Ask the loop to stop (safe from a signal handler)."""
         self.stopping = True
+        self.wake.set()
+
+    def hint(self) -> None:
+        """Something may have changed (a watcher saw the guests directory change):
+        run a pass as soon as the loop wakes (safe from any thread)."""
+        self.pass_due = True
         self.wake.set()
 
     def reload(self) -> None:
@@ -248,7 +258,7 @@ class Daemon:
         if self.in_flight:
             self.log.warning("left_running", guests=sorted(self.in_flight))
         self._close_watcher()
-        self._save()
+        self._save(force=True)  # also records the uptime at which this boot was last seen
         with contextlib.suppress(OSError):
             os.unlink(os.path.join(self.config.state_dir, STATUS_FILE))
         self.store.unlock()
@@ -273,13 +283,14 @@ class Daemon:
         self._take_requests()
         if self.reload_wanted:
             self._reload()
-        now = self.clock.time()
+        now = self.clock.monotonic()
         if (
             self.pass_due
             or now >= self.next_pass_at
             or (self.wake_at is not None and now >= self.wake_at)
         ):
             self.run_pass(now)
+            now = self.clock.monotonic()
         deadline = min(self.next_pass_at, now + REQUEST_POLL)
         if self.wake_at is not None:
             deadline = min(deadline, self.wake_at)
@@ -291,13 +302,13 @@ class Daemon:
         """One pass, wait for its creates, then 0 if every desired guest runs, else 1."""
         self.start()
         try:
-            self.run_pass(self.clock.time())
+            self.run_pass(self.clock.monotonic())
             for thread in list(self.in_flight.values()):
                 thread.join()
             self._drain_results()
             listing = self._list()
             desired = self.scanner.scan()
-            final = self._plan(desired, listing, set(), self.clock.time())
+            final = self._plan(desired, listing, set(), self.clock.monotonic())
             self.last_plan = final
             bad = [s for s in final.statuses if report.is_problem(s)]
             for status in bad:
@@ -458,7 +469,7 @@ class Daemon:
             except queue.Empty:
                 return
             self.in_flight.pop(action.name, None)
-            now = self.clock.time()
+            now = self.clock.monotonic()
             self.memory, events = planner.record_create(
                 self.memory, action, result, now, self.settings
             )
@@ -500,7 +511,7 @@ class Daemon:
         extra = {} if event.error is None else {"error": event.error}
         getattr(self.log, level)(name, guest=event.name, **extra)
         if event.kind == EventKind.DIED_EARLY:
-            self._log_retry(event.name, self.clock.time())
+            self._log_retry(event.name, self.clock.monotonic())
         if event.kind in NOTIFY_EVENTS:
             notify_async(
                 self.config.notify_command or (),
@@ -515,17 +526,23 @@ class Daemon:
             if isinstance(request, control.RequestError):
                 self.log.error("bad_request", error=str(request))
             else:
-                self.memory = control.apply(self.memory, request, self.clock.time())
+                self.memory = control.apply(self.memory, request, self.clock.monotonic())
                 self.log.info(request.op, guest=request.name, reason=request.reason)
                 self.pass_due = True
             if self._save() or isinstance(request, control.RequestError):
                 with contextlib.suppress(OSError):
                     path.unlink()
 
-    def _save(self) -> bool:
-        """Persist memory when it changed; True when the state on disk is current."""
+    def _save(self, *, force: bool = False) -> bool:
+        """Persist memory (in epoch seconds) when it changed since the last save, or
+        when `force`d; True when the state on disk is current."""
+        if self.memory == self.persisted and not force:
+            return True
+        on_disk = replace(
+            to_epoch(self.memory, epoch_offset(self.clock)), saved_uptime=self._uptime()
+        )
         try:
-            self.store.save(self.memory)
+            self.store.save(on_disk)
         except OSError as exc:
             if not self.save_failed:
                 self.log.error("state_save_failed", state_dir=self.config.state_dir, error=str(exc))
@@ -534,7 +551,14 @@ class Daemon:
         if self.save_failed:
             self.log.info("state_saved", state_dir=self.config.state_dir)
         self.save_failed = False
+        self.persisted = self.memory
         return True
+
+    def _uptime(self) -> float | None:
+        """The Dom0's uptime now: as read at start, plus the time passed since."""
+        if self.boot.uptime is None:
+            return None
+        return self.boot.uptime + (self.clock.monotonic() - self.boot_read_at)
 
     def _write_status(self, now: float) -> None:
         """Write the status document for `xenreconcile status` when it changed."""
@@ -554,6 +578,7 @@ class Daemon:
         doc = report.status_document(
             plan,
             now=now,
+            wall_now=now + epoch_offset(self.clock),
             daemon_pid=os.getpid(),
             toolstack_error=self.toolstack_error
             or (str(self.unread_rows[0]) if self.unread_rows else None),
@@ -597,8 +622,7 @@ class Daemon:
         def watch() -> None:
             while not self.stopping and generation == self.watch_generation:
                 if watcher.wait(1.0) and generation == self.watch_generation:
-                    self.pass_due = True
-                    self.wake.set()
+                    self.hint()
 
         threading.Thread(target=watch, name="watcher", daemon=True).start()
 

@@ -9,6 +9,7 @@ recovery. It exits 0 when every step ended as expected.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -68,7 +69,6 @@ class Demo:
         self.env = {
             **os.environ,
             **self.sim.env(),
-            "XENRECONCILE_BOOT_TIME_FILE": str(self.sim.state_dir / "boottime"),
         }
 
     def add_guest(self, name: str, memory: int = 256) -> None:
@@ -81,6 +81,19 @@ class Demo:
     def running(self) -> set[str]:
         """Guests the simulated xl lists as built (not paused mid-create)."""
         return {d.name for d in self.sim.domains()[1:] if d.state != "--p---"}
+
+    def _all_stable(self) -> bool:
+        """True once state.json says of every guest that the daemon created it
+        (`created_hash`) and saw it up for stable_after (`created_at` forgotten)."""
+        try:
+            doc = json.loads((self.root / "state" / "state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        guests = doc.get("guests", {})
+        return all(
+            "created_hash" in g and "created_at" not in g
+            for g in (guests.get(name, {}) for name in GUESTS)
+        )
 
     def start(self) -> None:
         """Start the daemon with its log relayed to our stdout."""
@@ -130,7 +143,8 @@ class Demo:
         self.start()
         ok &= self._expect(lambda: self.running() == want, 30, "all guests created")
         show_listing(self.xl)
-        time.sleep(2.5)  # past stable_after: the guests count as up for good
+        # past stable_after: the guests count as up for good
+        ok &= self._expect(self._all_stable, 30, "all guests up for stable_after")
         say("A guest is destroyed by hand (xl destroy web); after missing_grace it comes back:")
         self.sim.destroy("web")
         ok &= self._expect(lambda: "web" in self.running(), 30, "web recreated")

@@ -3,13 +3,16 @@
 Everything here is immutable data with no I/O: the directory scan produces
 `DesiredGuest` and `InvalidFile`, the xl adapter produces `Domain`, the state
 store persists `Memory`, and the planner turns all of them into a `Plan`.
-Times are wall-clock seconds since the epoch (they are persisted across
-restarts), always passed in by the caller.
+Times are seconds of the monotonic clock, always passed in by the caller: a
+step of the wall clock must not move a deadline. state.json holds them as
+epoch seconds instead; `clock.to_epoch` and `clock.from_epoch` convert every
+field listed in `GUEST_TIME_FIELDS` and `MEMORY_TIME_FIELDS` (docs/design.md, "Time").
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 DOM0_NAME = "Domain-0"
@@ -120,11 +123,15 @@ _FRESH_GUEST = GuestMemory()
 @dataclass(frozen=True, slots=True)
 class Memory:
     """All remembered state: per-guest memory, when the last create started (for
-    `start_delay`) and the Dom0 boot time it belongs to."""
+    `start_delay`) and the Dom0 boot it belongs to: the kernel's boot id (None
+    where the kernel has none), the boot time (epoch seconds) and the Dom0's
+    uptime when the state was saved (see `state.same_boot`)."""
 
     guests: dict[str, GuestMemory] = field(default_factory=dict)
     last_create_at: float | None = None
     boot_time: float | None = None
+    boot_id: str | None = None
+    saved_uptime: float | None = None
 
     def guest(self, name: str) -> GuestMemory:
         """The memory of `name`, or the (shared, immutable) fresh one."""
@@ -171,6 +178,28 @@ class PlannerSettings:
     def override(self, name: str) -> GuestOverride:
         """The per-guest settings of `name`, or the (shared, immutable) defaults."""
         return self.guests.get(name, _DEFAULT_OVERRIDE)
+
+
+# --- the time fields of the remembered state ----------------------------------------------
+
+# How far from now a remembered time may lie, given the settings: (seconds before
+# now, seconds after now), None for no bound. Every deadline the daemon loads from
+# state.json is clamped to these bounds, so a wall clock that was wrong when the
+# file was written (a bad RTC, a step by NTP) can neither stretch nor skip a wait.
+TimeBounds = Callable[[PlannerSettings], tuple[float | None, float | None]]
+
+GUEST_TIME_FIELDS: Mapping[str, TimeBounds] = {
+    # A retry is never further away than the longest delay backoff can give.
+    "next_retry": lambda s: (None, s.backoff.max + s.backoff.jitter),
+    # The stable_after window started at most stable_after ago, and not in the future.
+    "created_at": lambda s: (s.stable_after, 0.0),
+    # (Forgotten at start anyway: a fresh daemon has seen nothing missing yet.)
+    "missing_since": lambda s: (s.missing_grace, 0.0),
+}
+MEMORY_TIME_FIELDS: Mapping[str, TimeBounds] = {
+    # start_delay counts from a create that started, at the latest, now.
+    "last_create_at": lambda s: (None, 0.0),
+}
 
 
 # --- the planner's output ------------------------------------------------------------------

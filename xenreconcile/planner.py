@@ -144,10 +144,10 @@ def plan(  # noqa: PLR0917 - the positional API the daemon and CLI share
     updated = dict(memory.guests)
     updated.update({v.guest.name: v.memory for v in verdicts})
     statuses += _side_statuses(desired, updated, listed)
-    new_memory = Memory(
+    new_memory = replace(
+        memory,
         guests=_pruned(updated, desired, listed, flying),
         last_create_at=now if creates else memory.last_create_at,
-        boot_time=memory.boot_time,
     )
     return Plan(
         creates=tuple(creates),
@@ -394,7 +394,8 @@ def _start_delay_allowance(free: int, memory: Memory, ctx: _Pass) -> int:
     if delay <= 0:
         return free
     last = memory.last_create_at
-    # A last create "in the future" means the clock went back: do not wait for it.
+    # Times are monotonic and loaded ones clamped to now (clock.from_epoch), so a
+    # last create "in the future" cannot happen; if it did, it would not be waited for.
     if last is not None and last <= ctx.now < last + delay:
         return 0
     return min(free, 1)
@@ -651,7 +652,7 @@ def retry(memory: Memory, name: str) -> Memory:
     return _with_guest(memory, name, gm)
 
 
-def new_boot(memory: Memory, boot_time: float) -> Memory:
+def new_boot(memory: Memory, boot_time: float | None) -> Memory:
     """Given the memory and the current Dom0 boot time, return the memory of a new
     boot: counters, backoff, create times and sightings cleared; holds and
     migrated marks kept. A guest that was migrating away when Dom0 went down may

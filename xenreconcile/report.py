@@ -1,6 +1,8 @@
 """What `status` and `plan` show: one JSON document, and tables for humans.
 
-The JSON shapes are documented in docs/json.md; change both together.
+The JSON shapes are documented in docs/json.md; change both together. A plan's
+times are monotonic seconds (`now` is the plan's own); what is shown is epoch
+seconds, `wall_now` being the wall clock at `now`.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from xenreconcile.clock import EPOCH_DIGITS
 from xenreconcile.models import GuestState, GuestStatus, Plan
 
 SCHEMA_VERSION = 1
@@ -24,15 +27,21 @@ SETTLED_STATES = frozenset(
 )
 
 
-def guest_entry(status: GuestStatus, now: float) -> dict[str, Any]:
-    """One guest of the status document."""
+def to_wall(at: float | None, now: float, wall_now: float) -> float | None:
+    """The epoch time of the monotonic time `at`, given the clocks' readings at one
+    moment (`now`, `wall_now`); None stays None."""
+    return None if at is None else round(wall_now + (at - now), EPOCH_DIGITS)
+
+
+def guest_entry(status: GuestStatus, now: float, wall_now: float) -> dict[str, Any]:
+    """One guest of the status document, as seen at `now` (`wall_now`)."""
     next_in = None if status.next_retry is None else max(0.0, round(status.next_retry - now, 1))
     return {
         "name": status.name,
         "state": status.state.value,
         "files": list(status.paths),
         "attempts": status.attempts,
-        "next_retry": status.next_retry,
+        "next_retry": to_wall(status.next_retry, now, wall_now),
         "next_retry_in": next_in,
         "last_error": status.last_error,
         "detail": status.detail,
@@ -43,30 +52,33 @@ def status_document(
     plan: Plan,
     *,
     now: float,
+    wall_now: float,
     daemon_pid: int | None,
     toolstack_error: str | None,
     watcher: str | None = None,
 ) -> dict[str, Any]:
-    """The `status --json` document for `plan` as seen at `now`."""
+    """The `status --json` document for `plan` as seen at `now` (`wall_now`)."""
     return {
         "version": SCHEMA_VERSION,
-        "generated_at": now,
+        "generated_at": round(wall_now, EPOCH_DIGITS),
         "daemon": {"running": daemon_pid is not None, "pid": daemon_pid, "watcher": watcher},
         "toolstack": {"ok": plan.trusted, "error": toolstack_error},
-        "guests": [guest_entry(s, now) for s in plan.statuses],
+        "guests": [guest_entry(s, now, wall_now) for s in plan.statuses],
     }
 
 
-def plan_document(plan: Plan, *, now: float, toolstack_error: str | None) -> dict[str, Any]:
+def plan_document(
+    plan: Plan, *, now: float, wall_now: float, toolstack_error: str | None
+) -> dict[str, Any]:
     """The `plan --json` document: the creates the next pass would start, and
-    every guest's status."""
+    every guest's status, as seen at `now` (`wall_now`)."""
     return {
         "version": SCHEMA_VERSION,
-        "generated_at": now,
+        "generated_at": round(wall_now, EPOCH_DIGITS),
         "toolstack": {"ok": plan.trusted, "error": toolstack_error},
         "creates": [{"name": c.name, "file": c.path} for c in plan.creates],
-        "wake_at": plan.wake_at,
-        "guests": [guest_entry(s, now) for s in plan.statuses],
+        "wake_at": to_wall(plan.wake_at, now, wall_now),
+        "guests": [guest_entry(s, now, wall_now) for s in plan.statuses],
     }
 
 

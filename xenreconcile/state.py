@@ -34,7 +34,6 @@ STATE_FILE = "state.json"
 LOCK_FILE = "lock"
 TEMP_PREFIX, TEMP_SUFFIX = ".state.json.", ".tmp"  # save()'s temp files
 FORMAT_VERSION = 1
-BOOT_TIME_FILE_ENV = "XENRECONCILE_BOOT_TIME_FILE"
 
 _GUEST_FIELDS = {f.name: f for f in dataclasses.fields(GuestMemory)}
 _GUEST_TYPES = typing.get_type_hints(GuestMemory)
@@ -246,6 +245,10 @@ def encode_memory(memory: Memory) -> str:
         "last_create_at": memory.last_create_at,
         "guests": guests,
     }
+    # Written only when known, so a state without them reads as it always did.
+    for key in ("boot_id", "saved_uptime"):
+        if getattr(memory, key) is not None:
+            document[key] = getattr(memory, key)
     return json.dumps(document, sort_keys=True, indent=2, allow_nan=False) + "\n"
 
 
@@ -276,6 +279,8 @@ def decode_memory(data: bytes) -> Memory:
         guests={str(name): _decode_guest(name, fields) for name, fields in guests.items()},
         last_create_at=_checked("last_create_at", document.get("last_create_at"), float | None),
         boot_time=_checked("boot_time", document.get("boot_time"), float | None),
+        boot_id=_checked("boot_id", document.get("boot_id"), str | None),
+        saved_uptime=_checked("saved_uptime", document.get("saved_uptime"), float | None),
     )
 
 
@@ -304,34 +309,122 @@ def _checked(where: str, value: object, hint: Any) -> Any:
     raise CorruptStateError(f"{where} has the wrong type: {value!r}")
 
 
-# --- Dom0 boot time ---------------------------------------------------------------------------
+# --- which Dom0 boot this is ---------------------------------------------------------------
 
+BOOT_FILE_ENV = "XENRECONCILE_BOOT_FILE"
+LINUX_BOOT_ID = "/proc/sys/kernel/random/boot_id"
+BOOT_TIME_TOLERANCE = 1.0  # kern.boottime and btime wobble by up to a second
 _KERN_BOOTTIME = re.compile(r"sec\s*=\s*(\d+)\s*,\s*usec\s*=\s*(\d+)")
+_LINUX_BOOT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
-def read_boot_time(env: Mapping[str, str] = os.environ) -> float | None:
-    """The Dom0 boot time in epoch seconds: the file named by
-    $XENRECONCILE_BOOT_TIME_FILE if set (tests, simulated xl), else Linux
-    /proc/stat `btime` or FreeBSD `kern.boottime`; None if unknown. Both kernels
-    derive it from the clock, so it can shift by a second after a clock step:
-    compare with a tolerance."""
-    override = env.get(BOOT_TIME_FILE_ENV)
+@dataclasses.dataclass(frozen=True, slots=True)
+class Boot:
+    """What tells one Dom0 boot from another, each part None when unknown:
+    `boot_id`, chosen at random by the kernel once per boot; `boot_time` in epoch
+    seconds, which the kernel moves when the wall clock steps; `uptime`, seconds
+    since boot, which a clock step does not move."""
+
+    boot_id: str | None = None
+    boot_time: float | None = None
+    uptime: float | None = None
+
+    @property
+    def known(self) -> bool:
+        """True when there is something to compare another boot with."""
+        return self.boot_id is not None or self.boot_time is not None
+
+
+def saved_boot(memory: Memory) -> Boot:
+    """The boot a saved memory belongs to (uptime: when it was saved)."""
+    return Boot(memory.boot_id, memory.boot_time, memory.saved_uptime)
+
+
+def same_boot(saved: Boot, current: Boot) -> bool | None:
+    """Given the boot of the saved state and the running one, True if they are
+    the same boot, False if Dom0 rebooted in between, None if it cannot be told.
+
+    Both boot ids known: they decide. Otherwise boot time and uptime: an uptime
+    below the saved one is a new boot; a boot time later than the moment of the
+    save (saved boot time + saved uptime) is a new boot; anything else, a boot
+    time earlier than the saved one included, is a clock step within the same
+    boot."""
+    if not saved.known or not current.known:
+        return None
+    if saved.boot_id is not None and current.boot_id is not None:
+        return saved.boot_id == current.boot_id
+    if saved.uptime is not None and current.uptime is not None and current.uptime < saved.uptime:
+        return False
+    if saved.boot_time is None or current.boot_time is None:
+        return None
+    saved_at = saved.boot_time + (saved.uptime or 0.0)
+    return current.boot_time <= saved_at + BOOT_TIME_TOLERANCE
+
+
+def read_boot(env: Mapping[str, str] = os.environ) -> Boot:
+    """The running Dom0 boot: the file named by $XENRECONCILE_BOOT_FILE if set
+    (tests, the simulated xl), else Linux /proc/sys/kernel/random/boot_id and
+    /proc/stat `btime`, or FreeBSD `kern.boot_id` (13 and later) and
+    `kern.boottime`; the parts that cannot be read are None."""
+    override = env.get(BOOT_FILE_ENV)
     if override:
-        return _read_float_file(override)
+        return read_boot_file(override)
     platform: str = sys.platform  # a plain str, so mypy checks both branches
     if platform.startswith("linux"):
-        return _linux_boot_time()
+        return Boot(_linux_boot_id(), _linux_boot_time(), _uptime("CLOCK_BOOTTIME"))
     if "bsd" in platform:
-        return _bsd_boot_time()
-    return None
+        return Boot(_bsd_boot_id(), _bsd_boot_time(), _uptime("CLOCK_UPTIME"))
+    return Boot()
 
 
-def _read_float_file(path: str) -> float | None:
+def read_boot_file(path: str, now: float | None = None) -> Boot:
+    """The boot described by the file at `path` (`parse_boot_file`), with the
+    uptime since its boot time at `now` (default: the wall clock); an unreadable
+    file describes an unknown boot."""
     try:
-        with open(path, encoding="ascii") as f:
-            return float(f.read().strip())
-    except (OSError, ValueError, UnicodeDecodeError):
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError):
+        return Boot()
+    return parse_boot_file(text, time.time() if now is None else now)
+
+
+def parse_boot_file(text: str, now: float) -> Boot:
+    """The boot in the text of a boot file: `boot_id ID` and `btime EPOCH` lines
+    (what the simulated xl writes); the uptime is the time from btime to `now`."""
+    fields = dict(line.split(None, 1) for line in text.splitlines() if len(line.split()) == 2)
+    boot_id = fields.get("boot_id")
+    try:
+        boot_time: float | None = float(fields["btime"])
+    except (KeyError, ValueError):
+        boot_time = None
+    uptime = None if boot_time is None else max(0.0, now - boot_time)
+    return Boot(boot_id, boot_time, uptime)
+
+
+def _uptime(clock_name: str) -> float | None:
+    """Seconds since boot from the named clock of the `time` module, if it has it."""
+    clock_id = getattr(time, clock_name, None)
+    if clock_id is None:
         return None
+    try:
+        return time.clock_gettime(clock_id)
+    except OSError:
+        return None
+
+
+def _linux_boot_id() -> str | None:
+    try:
+        with open(LINUX_BOOT_ID, encoding="ascii") as f:
+            return parse_linux_boot_id(f.read())
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def parse_linux_boot_id(text: str) -> str | None:
+    """The UUID in /proc/sys/kernel/random/boot_id, or None."""
+    value = text.strip().lower()
+    return value if _LINUX_BOOT_ID.fullmatch(value) else None
 
 
 def _linux_boot_time() -> float | None:
@@ -351,18 +444,29 @@ def parse_proc_stat_btime(text: str) -> float | None:
     return None
 
 
-def _bsd_boot_time() -> float | None:
+def _sysctl(*args: str) -> bytes | None:
+    """The output of `sysctl ARGS`, or None when it fails."""
     try:
-        done = subprocess.run(
-            ["sysctl", "-n", "kern.boottime"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
+        done = subprocess.run(["sysctl", *args], capture_output=True, timeout=5, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
-    return parse_kern_boottime(done.stdout) if done.returncode == 0 else None
+    return done.stdout if done.returncode == 0 else None
+
+
+def _bsd_boot_id() -> str | None:
+    # `-b`: the raw value; kern.boot_id is opaque bytes that plain -n does not print.
+    out = _sysctl("-b", "kern.boot_id")
+    return None if out is None else parse_kern_boot_id(out)
+
+
+def parse_kern_boot_id(data: bytes) -> str | None:
+    """The `sysctl -b kern.boot_id` bytes as hex, or None for no (or an all-zero) id."""
+    return data.hex() if data.strip(b"\0") else None
+
+
+def _bsd_boot_time() -> float | None:
+    out = _sysctl("-n", "kern.boottime")
+    return None if out is None else parse_kern_boottime(out.decode("ascii", "replace"))
 
 
 def parse_kern_boottime(text: str) -> float | None:

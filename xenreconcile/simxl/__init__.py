@@ -51,8 +51,9 @@ A knob marked (per guest) takes a plain value for every guest, or a dict
     monitor_fds              "keep" (default) or "log", see above
 
 State changes from Python (`SimXl`): `add_domain`, `destroy`, `crash`,
-`set_state`, `reboot` (every guest gone, ids restart at 1, a new
-`STATE/boottime`), `migrate_away` (NAME -> NAME--migratedaway, then gone),
+`set_state`, `reboot` (every guest gone, ids restart at 1, a new boot id and a
+boot time tens of seconds later in `STATE/boot`), `step_clock` (the boot time
+moves, the boot id stays), `migrate_away` (NAME -> NAME--migratedaway, then gone),
 `migrate_in` (NAME--incoming, then NAME), `failed_localhost_migration` (NAME
 stays, NAME--incoming exists for a while, as in the samples). Every invocation
 is logged to `STATE/calls.jsonl` (`SimXl.calls()`, `SimXl.creates(name)`).

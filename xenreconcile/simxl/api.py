@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import xenreconcile
 from xenreconcile.simxl import store
+from xenreconcile.state import BOOT_FILE_ENV
 
 T = TypeVar("T")
 
@@ -49,12 +50,14 @@ class SimXl:
     # --- running it -----------------------------------------------------------------------
 
     def env(self) -> dict[str, str]:
-        """Environment additions for running the simulated xl by hand."""
+        """Environment additions for running the simulated xl by hand, and
+        xenreconcile against it (XENRECONCILE_BOOT_FILE: the simulated Dom0's boot)."""
         source_root = str(Path(xenreconcile.__file__).resolve().parent.parent)
         path = os.environ.get("PYTHONPATH")
         return {
             store.STATE_ENV: str(self.state_dir),
             "PYTHONPATH": source_root if not path else f"{source_root}{os.pathsep}{path}",
+            BOOT_FILE_ENV: str(self.state_dir / store.BOOT_FILE),
         }
 
     def write_wrapper(self, path: Path) -> Path:
@@ -136,16 +139,29 @@ class SimXl:
             self._require(st, name)["state"] = state
 
     def reboot(self) -> None:
-        """A Dom0 reboot: every guest gone, domain ids restart at 1, new boot time."""
+        """A Dom0 reboot: every guest gone, domain ids restart at 1, a new boot id,
+        and a boot time at least `store.REBOOT_SECONDS` after the last one (a second
+        reboot right after the first puts it a little in the future)."""
         with self._transaction() as st:
             st.clear()
             st.update(store.fresh_state())
-            boot = max(time.time(), store.boot_time(self.state_dir) + 0.001)
-            store.write_atomic(self.state_dir / "boottime", f"{boot:.3f}\n")
+            boot = max(time.time(), self.boot_time() + store.REBOOT_SECONDS)
+            store.write_boot(self.state_dir, store.new_boot_id(), boot)
+
+    def step_clock(self, seconds: float) -> None:
+        """The Dom0's wall clock is stepped by `seconds` (NTP, a bad RTC): as the
+        kernel's, the boot time moves with it and the boot id stays. (Only the
+        boot file changes: the processes' own clocks cannot be stepped here.)"""
+        boot_id, boot = store.read_boot(self.state_dir)
+        store.write_boot(self.state_dir, boot_id, boot + seconds)
 
     def boot_time(self) -> float:
-        """The simulated Dom0 boot time (epoch seconds), also in `state_dir/boottime`."""
+        """The simulated Dom0 boot time (epoch seconds), in `state_dir/boot`."""
         return store.boot_time(self.state_dir)
+
+    def boot_id(self) -> str:
+        """The simulated Dom0's boot id, in `state_dir/boot`."""
+        return store.read_boot(self.state_dir)[0]
 
     # --- migrations -----------------------------------------------------------------------
 

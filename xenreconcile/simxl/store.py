@@ -7,7 +7,8 @@ processes (and the test's own `SimXl` object) share it:
     lock           flock()ed for every read-modify-write of domains.json
     faults.json    fault knobs, read on every invocation (see the package docstring)
     calls.jsonl    one JSON line when an invocation starts and one when it ends
-    boottime       the simulated Dom0 boot time, epoch seconds
+    boot           the simulated Dom0 boot: `boot_id ID` and `btime EPOCH` lines, the
+                   format of xenreconcile's XENRECONCILE_BOOT_FILE
     xl-NAME.log    monitor output when the `monitor_fds` fault knob is "log"
 
 Timed changes (a guest that vanishes N s after its create, a migration domain
@@ -22,6 +23,7 @@ import fcntl
 import json
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,14 @@ RUNNING_STATE = "-b----"
 BUILDING_STATE = "--p---"  # listed paused while xl builds it
 CRASHED_STATE = "---sc-"
 DYING_STATE = "-----d"
+
+BOOT_FILE = "boot"
+# The simulated Dom0 came up this long before its state dir was made, and a
+# reboot moves the boot time by at least this much, as on real hardware
+# (firmware, Xen, the kernel, rc take tens of seconds): nothing that compares
+# boot times may depend on how fast the tests run.
+UPTIME_AT_START = 600.0
+REBOOT_SECONDS = 45.0
 
 State = dict[str, Any]
 
@@ -49,10 +59,10 @@ def state_dir_from_env() -> Path:
 
 
 def ensure_state_dir(state_dir: Path) -> None:
-    """Create the state directory and its boot time file if missing."""
+    """Create the state directory and its boot file if missing."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    if not (state_dir / "boottime").exists():
-        write_atomic(state_dir / "boottime", f"{time.time():.3f}\n")
+    if not (state_dir / BOOT_FILE).exists():
+        write_boot(state_dir, new_boot_id(), time.time() - UPTIME_AT_START)
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -62,10 +72,27 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def read_boot(state_dir: Path) -> tuple[str, float]:
+    """The simulated Dom0's boot id and boot time (epoch seconds)."""
+    ensure_state_dir(state_dir)
+    text = (state_dir / BOOT_FILE).read_text(encoding="utf-8")
+    fields = dict(line.split(None, 1) for line in text.splitlines() if line.strip())
+    return fields["boot_id"].strip(), float(fields["btime"])
+
+
+def write_boot(state_dir: Path, boot_id: str, boot_time: float) -> None:
+    """Replace the boot file with this boot id and boot time."""
+    write_atomic(state_dir / BOOT_FILE, f"boot_id {boot_id}\nbtime {boot_time:.3f}\n")
+
+
+def new_boot_id() -> str:
+    """A boot id as Linux makes one: a random UUID."""
+    return str(uuid.uuid4())
+
+
 def boot_time(state_dir: Path) -> float:
     """The simulated Dom0 boot time (epoch seconds)."""
-    ensure_state_dir(state_dir)
-    return float((state_dir / "boottime").read_text(encoding="utf-8").strip())
+    return read_boot(state_dir)[1]
 
 
 def fresh_state() -> State:
