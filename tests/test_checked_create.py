@@ -15,6 +15,7 @@ from xenreconcile.daemon import Daemon
 from xenreconcile.guestdir import GuestDirScanner
 from xenreconcile.models import CreateAction, CreateResult, DesiredState
 from xenreconcile.simxl import SimXl
+from xenreconcile.state import Boot
 from xenreconcile.xl import NOT_RUN, STDIN_PATH, XlRunner, create_checked
 
 GOOD = 'name = "good"\ntype = "pv"\nkernel = "/boot/vmlinuz"\nmemory = 128\n'
@@ -105,7 +106,7 @@ def daemon(tmp_path: Path, simxl: SimXl) -> Iterator[Daemon]:
     yield Daemon(
         config,
         runner=XlRunner(simxl.command),
-        boot_time=lambda: 1000.0,
+        read_boot=lambda: Boot("boot-1", 1000.0, 10.0),
         use_watcher=False,
     )
 

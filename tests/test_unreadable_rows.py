@@ -15,6 +15,7 @@ from xenreconcile import logs
 from xenreconcile.config import parse_config
 from xenreconcile.daemon import STATUS_FILE, Daemon
 from xenreconcile.simxl import SimXl
+from xenreconcile.state import Boot
 from xenreconcile.xl import XlRunner
 
 
@@ -42,7 +43,10 @@ def daemon(tmp_path: Path, simxl: SimXl) -> Iterator[Daemon]:
     )
     logs.configure(config.log_file, config.log_format, config.log_level)
     yield Daemon(
-        config, runner=XlRunner(simxl.command), boot_time=lambda: 1000.0, use_watcher=False
+        config,
+        runner=XlRunner(simxl.command),
+        read_boot=lambda: Boot("boot-1", 1000.0, 10.0),
+        use_watcher=False,
     )
 
 
