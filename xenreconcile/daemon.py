@@ -46,7 +46,7 @@ POLL_INTERVAL = 0.5  # the poll watcher's period: a change is seen within 1 s
 REQUEST_POLL = 0.5  # how often the loop looks for hold/release/retry requests
 LOCK_WAIT = 5.0  # how long start-up waits for a CLI command holding the state lock
 STATUS_FILE = "status.json"
-NOTIFY_EVENTS = {EventKind.GAVE_UP, EventKind.FAILING, EventKind.RECOVERED}
+NOTIFY_EVENTS = {EventKind.GAVE_UP, EventKind.FAILING, EventKind.RECOVERED, EventKind.LEFTOVER}
 EVENT_LOG: dict[EventKind, tuple[str, str]] = {
     EventKind.VANISHED: ("info", "guest_vanished"),
     EventKind.DIED_EARLY: ("warning", "guest_died_early"),
@@ -56,6 +56,7 @@ EVENT_LOG: dict[EventKind, tuple[str, str]] = {
     EventKind.FILE_CHANGED: ("info", "file_changed"),
     EventKind.MIGRATED: ("info", "guest_migrated"),
     EventKind.RETURNED: ("info", "guest_returned"),
+    EventKind.LEFTOVER: ("error", "create_leftover"),
 }
 
 
