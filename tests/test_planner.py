@@ -26,6 +26,7 @@ from xenreconcile.models import (
     PlannerSettings,
 )
 from xenreconcile.planner import (
+    FORGET_AFTER,
     forget_runtime,
     hold,
     new_boot,
@@ -522,6 +523,39 @@ FILE_CHANGES = {
         creates=("web",),
         memory_after={"web": {"created_hash": None}},
     ),
+    "changed-file-soon-after-a-failure-waits-backoff-initial": Case(
+        desired("web"),
+        memory=mem(
+            web=gm(cfg_hash="old", attempts=3, next_retry=NOW + 70, last_failure_at=NOW - 4)
+        ),
+        states={"web": S.BACKOFF},
+        events=((E.FILE_CHANGED, "web"),),
+        memory_after={"web": {"attempts": 0, "next_retry": NOW + 6, "last_failure_at": NOW - 4}},
+        wake_at=NOW + 6,
+    ),
+    "changed-file-backoff-initial-after-a-failure-is-tried-at-once": Case(
+        desired("web"),
+        memory=mem(
+            web=gm(cfg_hash="old", attempts=3, next_retry=NOW + 70, last_failure_at=NOW - 10)
+        ),
+        creates=("web",),
+        events=((E.FILE_CHANGED, "web"),),
+        memory_after={"web": {"attempts": 0, "next_retry": None}},
+    ),
+    "changed-failed-guest-soon-after-its-failure-waits": Case(
+        desired("web"),
+        memory=mem(web=gm(cfg_hash="old", attempts=3, last_failure_at=NOW - 1)),
+        settings=settings(backoff=Backoff(give_up_after=3)),
+        states={"web": S.BACKOFF},
+        events=((E.FILE_CHANGED, "web"),),
+    ),
+    "stable-guest-forgets-its-last-failure": Case(
+        desired("web"),
+        listing("web"),
+        memory=mem(web=gm("web", created_at=NOW - 60, attempts=1, last_failure_at=NOW - 70)),
+        events=((E.RECOVERED, "web"),),
+        memory_after={"web": {"last_failure_at": None}},
+    ),
 }
 
 
@@ -585,6 +619,328 @@ HOLD_AND_MIGRATION = {
 @cases(HOLD_AND_MIGRATION)
 def test_hold_and_migration(case: Case) -> None:
     check(case)
+
+
+# --- memory survives any state of the file (bad, duplicate, gone) ---------------------------------
+
+SYNTAX_ERROR = InvalidFile("/guests/web.cfg", "config parsing error", line=2)
+NAMED_BAD = InvalidFile("/guests/web.cfg", "bad value", name="web", line=3)
+WEB_DUPLICATES = {"web": ("/guests/web.cfg", "/guests/web2.cfg")}
+
+WITHOUT_USABLE_FILE = {
+    "migratedaway-seen-while-file-has-syntax-error": Case(
+        desired(invalid=(SYNTAX_ERROR,)),
+        listing("web--migratedaway"),
+        memory=mem(web=gm("web", seen_running=True)),
+        memory_after={"web": {"migrating_away": True, "seen_running": True}},
+    ),
+    "migratedaway-seen-while-file-invalid-with-name": Case(
+        desired(invalid=(NAMED_BAD,)),
+        listing("web--migratedaway"),
+        memory=mem(web=gm("web")),
+        memory_after={"web": {"migrating_away": True}},
+    ),
+    "migratedaway-seen-while-duplicate": Case(
+        desired(duplicates=WEB_DUPLICATES),
+        listing("web--migratedaway"),
+        memory_after={"web": {"migrating_away": True}},
+    ),
+    "migratedaway-seen-while-file-gone": Case(
+        desired(),
+        listing("web--migratedaway"),
+        memory=mem(web=gm("web", attempts=2)),
+        memory_after={"web": {"migrating_away": True, "attempts": 2, "absent_at": None}},
+    ),
+    "migratedaway-seen-while-directory-unusable": Case(
+        desired(error="guests directory is writable by others"),
+        listing("web--migratedaway"),
+        memory_after={"web": {"migrating_away": True}},
+    ),
+    "migration-done-while-file-has-syntax-error": Case(
+        desired(invalid=(SYNTAX_ERROR,)),
+        memory=mem(web=gm("web", migrating_away=True, seen_running=True)),
+        states={"web": S.MIGRATED},
+        events=((E.MIGRATED, "web"),),
+        memory_after={"web": {"migrated": True, "migrating_away": False}},
+    ),
+    "migration-done-while-duplicate": Case(
+        desired(duplicates=WEB_DUPLICATES),
+        memory=mem(web=gm("web", migrating_away=True)),
+        events=((E.MIGRATED, "web"),),
+        memory_after={"web": {"migrated": True}},
+    ),
+    "migration-done-while-directory-unusable": Case(
+        desired(error="guests directory is writable by others"),
+        listing(),
+        memory=mem(web=gm("web", migrating_away=True)),
+        states={"web": S.MIGRATED},
+        events=((E.MIGRATED, "web"),),
+        memory_after={"web": {"migrated": True}},
+    ),
+    "syntax-error-keeps-backoff-and-sightings": Case(
+        desired(invalid=(SYNTAX_ERROR,)),
+        memory=mem(
+            web=gm("web", attempts=2, next_retry=NOW + 30, last_error="boom", seen_running=True)
+        ),
+        memory_after={
+            "web": {
+                "attempts": 2,
+                "next_retry": NOW + 30,
+                "last_error": "boom",
+                "seen_running": True,
+                "absent_at": NOW,
+            }
+        },
+    ),
+    "file-gone-keeps-leftover-mark": Case(
+        desired(),
+        memory=mem(web=gm("web", attempts=1, leftover_domid=5)),
+        memory_after={"web": {"leftover_domid": 5, "absent_at": NOW}},
+    ),
+    "absence-stamp-is-not-moved": Case(
+        desired(),
+        memory=mem(web=gm("web", attempts=1, absent_at=NOW - 100)),
+        memory_after={"web": {"attempts": 1, "absent_at": NOW - 100}},
+    ),
+    "file-back-keeps-backoff-and-clears-the-stamp": Case(
+        desired("web"),
+        memory=mem(web=gm("web", attempts=2, next_retry=NOW + 30, absent_at=NOW - 100)),
+        states={"web": S.BACKOFF},
+        memory_after={"web": {"attempts": 2, "absent_at": None}},
+    ),
+    "forgotten-a-day-after-the-file-went": Case(
+        desired(),
+        memory=mem(web=gm("web", attempts=2, absent_at=NOW - FORGET_AFTER)),
+        memory_after={"web": {"attempts": 0, "cfg_hash": None}},
+    ),
+    "migrated-without-file-seen-running-returns": Case(
+        desired(),
+        listing("web"),
+        memory=mem(web=GuestMemory(migrated=True)),
+        states={"web": S.UNMANAGED},
+        events=((E.RETURNED, "web"),),
+        memory_after={"web": {"migrated": False}},
+    ),
+}
+
+
+@cases(WITHOUT_USABLE_FILE)
+def test_memory_without_a_usable_file(case: Case) -> None:
+    check(case)
+
+
+def _web_pass(scan: DesiredState, listed: tuple[Domain, ...], memory: Memory, now: float) -> Plan:
+    """One pass of the migration stories below, with the default settings."""
+    return plan(scan, listed, memory, (), now, PlannerSettings())
+
+
+@pytest.mark.parametrize(
+    "meanwhile",
+    [desired(invalid=(SYNTAX_ERROR,)), desired(invalid=(NAMED_BAD,)), desired()],
+    ids=["syntax-error", "invalid-with-name", "moved-away"],
+)
+def test_guest_that_migrated_while_its_file_was_bad_is_not_started_again(
+    meanwhile: DesiredState,
+) -> None:
+    """Running; `xl migrate` starts while the file is broken (or moved away);
+    the migration completes; the file is fixed (or moved back): not created."""
+    good = desired("web")
+    running = _web_pass(good, listing("web"), Memory(), NOW)
+    moving = _web_pass(meanwhile, listing("web--migratedaway"), running.memory, NOW + 10)
+    done = _web_pass(meanwhile, listing(), moving.memory, NOW + 20)
+    assert [e.kind for e in done.events] == [E.MIGRATED]
+    for later in (NOW + 30, NOW + 30 + FORGET_AFTER):
+        fixed = _web_pass(good, listing(), done.memory, later)
+        assert fixed.creates == ()
+        assert [s.state for s in fixed.statuses] == [S.MIGRATED]
+
+
+def test_migration_run_entirely_while_the_file_was_bad_is_still_seen() -> None:
+    """The migration starts and ends while the file does not parse."""
+    broken = desired(invalid=(SYNTAX_ERROR,))
+    first = _web_pass(broken, listing("web"), mem(web=gm("web", seen_running=True)), NOW)
+    moving = _web_pass(broken, listing("web--migratedaway"), first.memory, NOW + 10)
+    done = _web_pass(broken, listing(), moving.memory, NOW + 20)
+    fixed = _web_pass(desired("web"), listing(), done.memory, NOW + 30)
+    assert (fixed.creates, [s.state for s in fixed.statuses]) == ((), [S.MIGRATED])
+
+
+@pytest.mark.parametrize(
+    "meanwhile",
+    [desired(invalid=(SYNTAX_ERROR,)), desired(), desired(error="guests dir mode 0777")],
+    ids=["parse-error", "chmod-of-the-file", "chmod-of-the-directory"],
+)
+def test_passing_file_problem_keeps_backoff_and_seen_running(meanwhile: DesiredState) -> None:
+    """A failing guest stays in backoff, and a guest seen running keeps its grace,
+    across a pass in which its file could not be used."""
+    failing = mem(web=gm("web", attempts=3, next_retry=NOW + 60, last_error="boom"))
+    bad = _web_pass(meanwhile, listing(), failing, NOW)
+    back = _web_pass(desired("web"), listing(), bad.memory, NOW + 1)
+    assert (back.creates, [s.state for s in back.statuses]) == ((), [S.BACKOFF])
+    assert back.memory.guests["web"].attempts == 3
+
+    up = _web_pass(desired("web"), listing("web"), Memory(), NOW)
+    bad = _web_pass(meanwhile, listing("web"), up.memory, NOW + 1)
+    vanished = _web_pass(desired("web"), listing(), bad.memory, NOW + 2)
+    assert (vanished.creates, [s.state for s in vanished.statuses]) == ((), [S.GRACE])
+
+
+# --- the paused leftover of a failed create ----------------------------------------------------
+
+TIMED_OUT = "xl create timed out after 120s"
+
+
+def failed_create(**fields: Any) -> Memory:
+    """The memory of `web` right after a create of it timed out."""
+    base: dict[str, Any] = {
+        "attempts": 1,
+        "next_retry": NOW + 10,
+        "last_error": TIMED_OUT,
+        "last_failure_at": NOW - 1,
+        "leftover_unchecked": True,
+    }
+    return mem(web=gm("web", **{**base, **fields}))
+
+
+LEFTOVERS = {
+    "paused-after-failed-create-is-leftover": Case(
+        desired("web"),
+        listing(dom("web", "--p---", domid=5)),
+        memory=failed_create(),
+        states={"web": S.LEFTOVER},
+        events=((E.LEFTOVER, "web"),),
+        memory_after={
+            "web": {
+                "leftover_domid": 5,
+                "leftover_unchecked": False,
+                "seen_running": False,
+                "attempts": 1,
+            }
+        },
+        wake_at=None,
+    ),
+    "leftover-stays-leftover-without-a-second-event": Case(
+        desired("web"),
+        listing(dom("web", "--p---", domid=5)),
+        memory=failed_create(leftover_unchecked=False, leftover_domid=5),
+        states={"web": S.LEFTOVER},
+        memory_after={"web": {"leftover_domid": 5}},
+    ),
+    "leftover-destroyed-waits-for-backoff": Case(
+        desired("web"),
+        memory=failed_create(leftover_unchecked=False, leftover_domid=5),
+        states={"web": S.BACKOFF},
+        memory_after={"web": {"leftover_domid": None, "missing_since": None}},
+    ),
+    "leftover-destroyed-after-backoff-is-created": Case(
+        desired("web"),
+        memory=failed_create(leftover_unchecked=False, leftover_domid=5, next_retry=NOW),
+        creates=("web",),
+    ),
+    "leftover-dying-is-dying": Case(
+        desired("web"),
+        listing(dom("web", "--p-d-", domid=5)),
+        memory=failed_create(leftover_unchecked=False, leftover_domid=5),
+        states={"web": S.DYING},
+        memory_after={"web": {"leftover_domid": None}},
+    ),
+    "leftover-unpaused-by-the-admin-runs": Case(
+        desired("web"),
+        listing(dom("web", "-b----", domid=5)),
+        memory=failed_create(leftover_unchecked=False, leftover_domid=5),
+        states={"web": S.RUNNING},
+        memory_after={"web": {"leftover_domid": None, "seen_running": True}},
+    ),
+    "paused-with-another-domid-is-not-the-leftover": Case(
+        desired("web"),
+        listing(dom("web", "--p---", domid=9)),
+        memory=failed_create(leftover_unchecked=False, leftover_domid=5),
+        states={"web": S.RUNNING},
+        memory_after={"web": {"leftover_domid": None}},
+    ),
+    "admin-paused-guest-without-failed-create-is-running": Case(
+        desired("web"),
+        listing(dom("web", "--p---", domid=5)),
+        memory=mem(web=gm("web", seen_running=True)),
+        states={"web": S.RUNNING},
+        memory_after={"web": {"leftover_domid": None}},
+    ),
+    "failed-create-that-left-nothing": Case(
+        desired("web"),
+        memory=failed_create(),
+        states={"web": S.BACKOFF},
+        memory_after={"web": {"leftover_unchecked": False, "leftover_domid": None}},
+    ),
+    "failed-create-whose-domain-runs-is-running": Case(
+        desired("web"),
+        listing(dom("web", "-b----", domid=5)),
+        memory=failed_create(),
+        states={"web": S.RUNNING},
+        memory_after={"web": {"leftover_unchecked": False, "leftover_domid": None}},
+    ),
+    "leftover-check-waits-while-in-flight": Case(
+        desired("web"),
+        listing(dom("web", "--p---", domid=6)),
+        memory=failed_create(),
+        in_flight=frozenset({"web"}),
+        states={"web": S.CREATING},
+        memory_after={"web": {"leftover_unchecked": True, "leftover_domid": None}},
+    ),
+    "held-leftover-shows-held": Case(
+        desired("web"),
+        listing(dom("web", "--p---", domid=5)),
+        memory=failed_create(held=True),
+        states={"web": S.HELD},
+        events=((E.LEFTOVER, "web"),),
+    ),
+    "leftover-does-not-block-a-higher-order": Case(
+        desired("a", "web"),
+        listing(dom("web", "--p---", domid=5)),
+        memory=failed_create(leftover_unchecked=False, leftover_domid=5),
+        settings=settings(orders={"web": 10}),
+        creates=("a",),
+        states={"web": S.LEFTOVER},
+    ),
+}
+
+
+@cases(LEFTOVERS)
+def test_leftover_of_a_failed_create(case: Case) -> None:
+    check(case)
+
+
+def test_leftover_status_says_what_it_is_and_how_to_clear_it() -> None:
+    result = run(Case(desired("web"), listing(dom("web", "--p---", domid=5)), failed_create()))
+    (row,) = result.statuses
+    assert row.detail == (
+        f"paused leftover of a failed create ({TIMED_OUT}), domid 5: not running;"
+        " destroy it with `xl destroy 5`"
+    )
+    (event,) = result.events
+    assert event.error == row.detail
+
+
+def test_timed_out_create_then_paused_leftover_story() -> None:
+    """A create is killed at xl_timeout while xl builds the domain: the failure is
+    counted, the paused domain it left is a LEFTOVER (not running) until the admin
+    destroys it, then the guest is created again when its backoff is due."""
+    config = PlannerSettings()
+    started = plan(desired("web"), listing(), Memory(), (), NOW, config)
+    assert [c.name for c in started.creates] == ["web"]
+    timeout = CreateResult(ok=False, exit_code=None, timed_out=True, duration=120.0)
+    memory, _ = record_create(started.memory, ACTION, timeout, NOW + 120, config)
+    assert memory.guests["web"].attempts == 1
+    left = plan(desired("web"), listing(dom("web", "--p---", 4)), memory, (), NOW + 121, config)
+    assert [s.state for s in left.statuses] == [S.LEFTOVER]
+    assert [e.kind for e in left.events] == [E.LEFTOVER]
+    next_retry = left.memory.guests["web"].next_retry
+    assert next_retry is not None
+    due = plan(
+        desired("web"), listing(dom("web", "--p---", 4)), left.memory, (), next_retry, config
+    )
+    assert (due.creates, [s.state for s in due.statuses]) == ((), [S.LEFTOVER])
+    destroyed = plan(desired("web"), listing(), due.memory, (), next_retry + 1, config)
+    assert [c.name for c in destroyed.creates] == ["web"]
 
 
 # --- listed states, unmanaged, duplicate, invalid ----------------------------------------------
@@ -772,6 +1128,7 @@ def test_wake_at(case: Case) -> None:
 
 
 def test_memory_drops_names_with_no_file_domain_hold_or_mark() -> None:
+    """A name without a file is kept whole for FORGET_AFTER, then reduced to its marks."""
     memory = mem(
         gone=gm(attempts=3, cfg_hash="x"),
         kept=gm(held=True, hold_reason="disk", attempts=3, next_retry=NOW + 5, cfg_hash="x"),
@@ -779,9 +1136,10 @@ def test_memory_drops_names_with_no_file_domain_hold_or_mark() -> None:
         listed=gm(attempts=1, created_hash="y"),
         flying=gm(attempts=1),
     )
-    result = run(
-        Case(desired("web"), listing("listed"), memory=memory, in_flight=frozenset({"flying"}))
-    )
+    case = Case(desired("web"), listing("listed"), memory=memory, in_flight=frozenset({"flying"}))
+    stamped = run(case).memory
+    assert stamped.guests["gone"] == replace(memory.guests["gone"], absent_at=NOW)
+    result = run(replace(case, memory=stamped, now=NOW + FORGET_AFTER))
     assert set(result.memory.guests) == {"kept", "left", "listed", "flying", "web"}
     assert result.memory.guests["kept"] == GuestMemory(held=True, hold_reason="disk")
     assert result.memory.guests["left"] == GuestMemory(migrated=True)
@@ -892,11 +1250,48 @@ def test_failure_is_counted_and_scheduled(
     assert web.next_retry == expected
 
 
-def test_failure_of_outdated_content_only_records_the_error() -> None:
+def test_failure_of_outdated_content_is_not_counted_but_spaces_the_next_try() -> None:
     before = mem(web=gm(cfg_hash="new-content"))
     after, events = record_create(before, ACTION, FAIL, NOW, PlannerSettings())
     assert events == ()
-    assert after.guests["web"] == replace(before.guests["web"], last_error=FAIL.error)
+    assert after.guests["web"] == replace(
+        before.guests["web"],
+        last_error=FAIL.error,
+        last_failure_at=NOW,
+        next_retry=NOW + Backoff().initial,
+        leftover_unchecked=True,
+    )
+
+
+def test_failure_records_its_time_and_the_check_for_a_leftover() -> None:
+    after, _ = record_create(mem(web=gm("web")), ACTION, FAIL, NOW, PlannerSettings())
+    assert (after.guests["web"].last_failure_at, after.guests["web"].leftover_unchecked) == (
+        NOW,
+        True,
+    )
+
+
+def test_success_clears_the_leftover_marks() -> None:
+    before = failed_create(leftover_domid=5)
+    after, _ = record_create(before, ACTION, OK, NOW, PlannerSettings())
+    web = after.guests["web"]
+    assert (web.leftover_unchecked, web.leftover_domid) == (False, None)
+
+
+def test_file_rewritten_every_100ms_for_8s_is_created_at_most_once() -> None:
+    """A config-management tool stamps a time into a failing guest's file every
+    100 ms; with backoff.initial 30 s, 8 s of it give at most one create."""
+    config = settings(backoff=Backoff(initial=30.0, jitter=0.0))
+    memory, creates = Memory(), 0
+    for tick in range(80):
+        now = NOW + tick * 0.1
+        scan = DesiredState(guests=(guest("web", f"hash-stamp-{tick}"),))
+        result = plan(scan, listing(), memory, (), now, config)
+        memory = result.memory
+        for action in result.creates:
+            creates += 1
+            memory, _ = record_create(memory, action, FAIL, now + 0.05, config)
+    assert creates <= 1
 
 
 def test_failure_then_plan_shows_backoff_then_creates_when_due() -> None:
@@ -931,8 +1326,10 @@ def test_retry_clears_backoff_and_failure() -> None:
     memory = mem(web=gm("web", attempts=5, next_retry=NOW + 500, last_error="boom"))
     config = settings(backoff=Backoff(give_up_after=5))
     assert run(Case(desired("web"), memory=memory, settings=config)).creates == ()
+    memory = replace(memory, guests={"web": replace(memory.guests["web"], last_failure_at=NOW)})
     retried = retry(memory, "web")
     assert (retried.guests["web"].attempts, retried.guests["web"].next_retry) == (0, None)
+    assert retried.guests["web"].last_failure_at is None
     result = run(Case(desired("web"), memory=retried, settings=config))
     assert [c.name for c in result.creates] == ["web"]
 

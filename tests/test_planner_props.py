@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, replace
 
 from hypothesis import given, settings
@@ -12,6 +13,7 @@ from xenreconcile.models import (
     INCOMING_SUFFIX,
     MIGRATEDAWAY_SUFFIX,
     Backoff,
+    CreateAction,
     CreateResult,
     DesiredGuest,
     DesiredState,
@@ -24,7 +26,7 @@ from xenreconcile.models import (
     Plan,
     PlannerSettings,
 )
-from xenreconcile.planner import plan, record_create
+from xenreconcile.planner import FORGET_AFTER, plan, record_create
 
 NAMES = ("a", "b", "c", "d", "e", "f")
 STATES = ("r-----", "-b----", "--p---", "---s--", "----c-", "----d-", "---sd-")
@@ -111,6 +113,10 @@ def guest_memories(draw: st.DrawFn, now: float) -> GuestMemory:
         created_at=optional_time(now, draw),
         seen_running=draw(st.booleans()),
         missing_since=optional_time(now, draw),
+        last_failure_at=optional_time(now, draw),
+        leftover_unchecked=draw(st.booleans()),
+        leftover_domid=draw(st.sampled_from((None, 1, 2, 3))),
+        absent_at=draw(st.sampled_from((None, now, now - 10.0, now - FORGET_AFTER))),
     )
 
 
@@ -210,6 +216,31 @@ def test_no_create_in_backoff_failed_or_migrated_with_unchanged_file(world: Worl
 
 
 @given(worlds())
+def test_no_create_sooner_than_backoff_initial_after_a_failure(world: World) -> None:
+    for create in world.run().creates:
+        failed_at = world.memory.guest(create.name).last_failure_at
+        assert failed_at is None or failed_at + world.settings.backoff.initial <= world.now
+
+
+@given(worlds())
+def test_a_paused_leftover_of_a_failed_create_is_never_running(world: World) -> None:
+    result = world.run()
+    if not result.trusted or world.desired.error:
+        return
+    rows = {s.name: s for s in result.statuses}
+    managed = {g.name for g in world.desired.guests} - set(world.desired.duplicates)
+    for domain in world.listing or ():
+        name, before = domain.name, world.memory.guest(domain.name)
+        left = before.leftover_unchecked or before.leftover_domid == domain.domid
+        if name not in managed or name in world.in_flight or not (domain.paused and left):
+            continue
+        if rows[name].state is not GuestState.HELD:
+            assert rows[name].state is GuestState.LEFTOVER
+        assert result.memory.guest(name).leftover_domid == domain.domid
+        assert result.memory.guest(name).seen_running == before.seen_running
+
+
+@given(worlds())
 def test_failed_listing_does_nothing(world: World) -> None:
     untrusted = replace(world, listing=None)
     result = untrusted.run()
@@ -262,9 +293,20 @@ def test_memory_forgets_names_that_matter_no_more(world: World) -> None:
     result = world.run()
     with_file = {g.name for g in world.desired.guests} | set(world.desired.duplicates)
     with_file |= {bad.name for bad in world.desired.invalid if bad.name}
+    listed = listed_names(world)
+    migrating = {n.removesuffix(s) for n in listed for s in (INCOMING_SUFFIX, MIGRATEDAWAY_SUFFIX)}
     for name, gm in result.memory.guests.items():
-        relevant = name in with_file or name in listed_names(world) or name in world.in_flight
-        assert relevant or gm.held or gm.migrated or world.desired.error or world.listing is None
+        relevant = name in with_file | listed | migrating | world.in_flight
+        remembered = gm.absent_at is not None and world.now < gm.absent_at + FORGET_AFTER
+        marks = GuestMemory(held=gm.held, hold_reason=gm.hold_reason, migrated=gm.migrated)
+        marks_only = gm == marks
+        assert (
+            relevant
+            or remembered
+            or (marks_only and (gm.held or gm.migrated))
+            or world.desired.error
+            or world.listing is None
+        )
 
 
 @given(worlds())
@@ -334,3 +376,45 @@ def test_simulation_converges_to_every_unheld_guest_running(world: World) -> Non
             break
         now = min(result.wake_at or now + INTERVAL, now + INTERVAL)
     assert running >= desired - held
+
+
+# --- a failing guest whose file keeps changing ---------------------------------------------------
+
+
+@st.composite
+def rewrites(draw: st.DrawFn) -> tuple[PlannerSettings, list[tuple[float, bool]]]:
+    """Settings and a run of passes: seconds since the previous pass, and whether
+    the file's content changed before it."""
+    config = replace(draw(planner_settings()), concurrency=1, start_delay=0.0)
+    steps = draw(
+        st.lists(
+            st.tuples(st.sampled_from((0.1, 0.5, 1.0, 3.0, 12.0)), st.booleans()),
+            min_size=1,
+            max_size=60,
+        )
+    )
+    return config, steps
+
+
+@settings(max_examples=150)
+@given(rewrites())
+def test_a_failing_guest_is_tried_at_most_once_per_backoff_initial(
+    run: tuple[PlannerSettings, list[tuple[float, bool]]],
+) -> None:
+    """Each create fails when the next pass comes, maybe after the file changed."""
+    config, steps = run
+    dom0 = (Domain(DOM0_NAME, 0, 4096, 4, "r-----", 9.0),)
+    memory, now, content = Memory(), 1e5, 0
+    flying: list[CreateAction] = []
+    tried: list[float] = []
+    for seconds, changed in steps:
+        now += seconds
+        content += changed
+        for create in flying:
+            memory, _ = record_create(memory, create, CreateResult(False, 3), now, config)
+        scan = DesiredState(guests=(DesiredGuest("a", "/g/a.cfg", f"h{content}"),))
+        result = plan(scan, dom0, memory, (), now, config)
+        memory, flying = result.memory, list(result.creates)
+        tried += [now for _ in flying]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(tried)]
+    assert all(gap >= config.backoff.initial for gap in gaps), (tried, config.backoff)

@@ -134,7 +134,8 @@ BACKOFF_OPTIONS: tuple[Option, ...] = (
         "initial",
         Kind.DURATION,
         10.0,
-        "Delay before the first retry of a failed create.",
+        "Delay before the first retry of a failed create. Also the shortest time "
+        "between two tries of a failing guest, however often its file changes.",
         minimum=0,
     ),
     Option(
@@ -295,8 +296,9 @@ OPTIONS: tuple[Option, ...] = (
         Kind.ARGV,
         (),
         "Program and arguments (a list, no shell) run when a guest gives up, first "
-        "fails after running, or recovers; it gets XR_GUEST, XR_EVENT and XR_ERROR "
-        "in its environment. Empty: no notifications.",
+        "fails after running, recovers, or a failed create leaves its domain behind "
+        "paused; it gets XR_GUEST, XR_EVENT and XR_ERROR in its environment. "
+        "Empty: no notifications.",
         example="[/usr/local/libexec/xr-notify, --mail, root]",
     ),
     Option(

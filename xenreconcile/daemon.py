@@ -55,7 +55,7 @@ POLL_INTERVAL = 0.5  # the poll watcher's period: a change is seen within 1 s
 REQUEST_POLL = 0.5  # how often the loop looks for hold/release/retry requests
 LOCK_WAIT = 5.0  # how long start-up waits for a CLI command holding the state lock
 STATUS_FILE = "status.json"
-NOTIFY_EVENTS = {EventKind.GAVE_UP, EventKind.FAILING, EventKind.RECOVERED}
+NOTIFY_EVENTS = {EventKind.GAVE_UP, EventKind.FAILING, EventKind.RECOVERED, EventKind.LEFTOVER}
 UNREADABLE_ROWS_EVENT = "xl_list_rows_unreadable"  # logged and notified once per change
 EVENT_LOG: dict[EventKind, tuple[str, str]] = {
     EventKind.VANISHED: ("info", "guest_vanished"),
@@ -66,6 +66,7 @@ EVENT_LOG: dict[EventKind, tuple[str, str]] = {
     EventKind.FILE_CHANGED: ("info", "file_changed"),
     EventKind.MIGRATED: ("info", "guest_migrated"),
     EventKind.RETURNED: ("info", "guest_returned"),
+    EventKind.LEFTOVER: ("error", "create_leftover"),
 }
 
 

@@ -82,6 +82,11 @@ class Domain:
         """True when the domain crashed (`c`) or shut down (`s`) but is preserved."""
         return not self.dying and ("c" in self.state or "s" in self.state)
 
+    @property
+    def paused(self) -> bool:
+        """True when the domain is paused (`p`) and neither dying nor stale."""
+        return "p" in self.state and not self.dying and not self.stale
+
 
 # --- remembered state ----------------------------------------------------------------------
 
@@ -101,6 +106,13 @@ class GuestMemory:
     created_at       time of the last successful create still inside its `stable_after` window
     seen_running     the guest was listed running during this daemon's life
     missing_since    first pass that found a seen-running guest missing
+    last_failure_at  time of the last failed create (or early death): the next create
+                     waits `backoff.initial` from it, whatever happens to the file
+    leftover_unchecked  the last create failed and no trusted listing was seen since:
+                     a paused domain listed under the name then is what it left
+    leftover_domid   domid of the paused domain a failed create left behind (not running)
+    absent_at        first pass that found no file, domain, migration or create for the
+                     name; its memory (beyond holds and migrated marks) is forgotten later
     """
 
     attempts: int = 0
@@ -115,6 +127,10 @@ class GuestMemory:
     created_at: float | None = None
     seen_running: bool = False
     missing_since: float | None = None
+    last_failure_at: float | None = None
+    leftover_unchecked: bool = False
+    leftover_domid: int | None = None
+    absent_at: float | None = None
 
 
 _FRESH_GUEST = GuestMemory()
@@ -195,6 +211,11 @@ GUEST_TIME_FIELDS: Mapping[str, TimeBounds] = {
     "created_at": lambda s: (s.stable_after, 0.0),
     # (Forgotten at start anyway: a fresh daemon has seen nothing missing yet.)
     "missing_since": lambda s: (s.missing_grace, 0.0),
+    # Only its last backoff.initial matters; never in the future, so it cannot hold
+    # back a retry for longer than backoff.initial.
+    "last_failure_at": lambda s: (None, 0.0),
+    # Counts towards forgetting a name with no file; never in the future.
+    "absent_at": lambda s: (None, 0.0),
 }
 MEMORY_TIME_FIELDS: Mapping[str, TimeBounds] = {
     # start_delay counts from a create that started, at the latest, now.
@@ -221,6 +242,7 @@ class GuestState(enum.StrEnum):
     MIGRATED = "migrated"  # left by live migration; not created until release
     STALE = "stale"  # listed crashed/shut down and preserved; not touched
     DYING = "dying"  # listed as dying; wait
+    LEFTOVER = "leftover"  # a failed create left its domain listed paused; not running
     UNMANAGED = "unmanaged"  # running with no file
     DUPLICATE = "duplicate"  # two or more files carry this name
     INVALID = "invalid"  # the file cannot be used
@@ -261,6 +283,7 @@ class EventKind(enum.StrEnum):
     FILE_CHANGED = "file_changed"  # content changed: backoff reset
     MIGRATED = "migrated"  # left by live migration
     RETURNED = "returned"  # a migrated guest runs here again
+    LEFTOVER = "leftover"  # a failed create left its domain listed paused
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,31 @@ Failure accounting: a create that fails (see `record_create`) or a guest that
 vanishes within `stable_after` of a successful create counts one failure and
 schedules a retry (`backoff.retry_delay`); a guest listed running `stable_after`
 after its create resets the count. A change of the file's content resets the
-count and is tried at once (also for a failed guest).
+count and is tried at once (also for a failed guest), but never sooner than
+`backoff.initial` after the last failure (`last_failure_at`): a tool that
+rewrites a failing guest's file every second must not turn backoff into a loop.
+
+Leftovers: a create killed at `xl_timeout` while xl builds the domain leaves it
+listed paused (`--p---`), because xl's own clean-up never runs (real xl 4.17
+does this). After a failed create (`leftover_unchecked`), a paused domain listed
+under the name in the next trusted listing is taken for that leftover and its
+domid remembered: it is LEFTOVER (never running, never seen running, a problem
+for `run --once`), notified once, and never destroyed by us. The mark goes when
+that domid is no longer listed paused (destroyed, or unpaused by the admin); a
+guest the admin paused is never mistaken for one (it has another domid, and no
+failed create before it).
+
+Memory survives any state of the file. A name whose file is invalid, unreadable,
+duplicate or missing is not acted on, but its memory is kept whole (backoff,
+`seen_running`, the leftover mark) and its live migration is still tracked:
+`NAME--migratedaway` seen, then gone, makes NAME migrated even while it has no
+usable file, so a file fixed or moved back after the migration does not start a
+guest that runs on the other host. A name with no file, no domain, no migration
+and no create in flight (an invalid file without a readable name counts as no
+file) is stamped `absent_at`; its memory is dropped `FORGET_AFTER` (one day)
+later, except its hold and migrated mark, which are kept forever. A day covers
+an admin moving a file aside for an edit, a long parse error or a slow migration,
+and bounds the memory by the names seen in a day.
 
 Drift is known only for guests this daemon created: `created_hash` is forgotten
 when the guest is seen missing, so a guest somebody else started is never
@@ -45,8 +69,8 @@ Other choices where SPEC is silent:
 * Without a trusted listing: desired guests are UNKNOWN, except held (HELD) and
   in-flight (CREATING) ones, which do not depend on the listing.
 * An unusable guests directory (`desired.error`): no creates, memory kept as it
-  is (a passing problem must not wipe backoff), listed domains shown UNMANAGED
-  with the reason.
+  is (a passing problem must not wipe backoff) except for live migrations, which
+  are tracked as above; listed domains shown UNMANAGED with the reason.
 * A cfg whose name is `Domain-0` is shown INVALID and never created.
 """
 
@@ -79,6 +103,8 @@ from .models import (
 BLOCKING_STATES = frozenset(
     {GuestState.PENDING, GuestState.CREATING, GuestState.GRACE, GuestState.WAITING}
 )
+# How long the memory of a name with no file, domain, migration or create is kept.
+FORGET_AFTER = 24 * 3600.0
 
 
 # --- one pass ---------------------------------------------------------------------------
@@ -135,18 +161,19 @@ def plan(  # noqa: PLR0917 - the positional API the daemon and CLI share
     if listing is None:
         return _untrusted_plan(desired, memory, flying, settings)
     listed = {d.name: d for d in listing if d.name != DOM0_NAME}
-    if desired.error is not None:
-        return _unusable_dir_plan(desired.error, listed, memory)
     ctx = _Pass(now=now, settings=settings, in_flight=flying, listed=listed)
+    if desired.error is not None:
+        return _unusable_dir_plan(desired.error, memory, ctx)
     guests = _managed_guests(desired)
     verdicts = [_judge(g, _observe(g, memory.guest(g.name), ctx), ctx) for g in guests]
     creates, statuses = _schedule(verdicts, memory, ctx)
     updated = dict(memory.guests)
     updated.update({v.guest.name: v.memory for v in verdicts})
+    updated.update(_observe_without_file(updated, {g.name for g in guests}, ctx))
     statuses += _side_statuses(desired, updated, listed)
     new_memory = replace(
         memory,
-        guests=_pruned(updated, desired, listed, flying),
+        guests=_pruned(updated, desired, ctx),
         last_create_at=now if creates else memory.last_create_at,
     )
     return Plan(
@@ -174,7 +201,8 @@ def _observe(guest: DesiredGuest, gm: GuestMemory, ctx: _Pass) -> GuestMemory:
     """Given a desired guest and its memory, return the memory updated with what
     this trusted listing shows (file change, migration, running, vanished)."""
     if gm.cfg_hash is not None and gm.cfg_hash != guest.cfg_hash:
-        gm = replace(gm, attempts=0, next_retry=None, last_error=None, created_at=None)
+        next_retry = _failure_spacing_end(gm, ctx.now, ctx.settings)
+        gm = replace(gm, attempts=0, next_retry=next_retry, last_error=None, created_at=None)
         ctx.event(EventKind.FILE_CHANGED, guest.name)
     if gm.cfg_hash != guest.cfg_hash:
         gm = replace(gm, cfg_hash=guest.cfg_hash)
@@ -184,9 +212,39 @@ def _observe(guest: DesiredGuest, gm: GuestMemory, ctx: _Pass) -> GuestMemory:
         return gm
     domain = ctx.listed.get(guest.name)
     gm = _observe_migration(guest.name, gm, domain, ctx)
+    gm = _observe_leftover(guest.name, gm, domain, ctx)
+    if gm.leftover_domid is not None:
+        return gm  # listed, but not running: neither seen running nor missing
     if domain is not None:
         return _observe_listed(guest.name, gm, domain, ctx)
     return _observe_missing(guest.name, gm, ctx)
+
+
+def _failure_spacing_end(gm: GuestMemory, now: float, settings: PlannerSettings) -> float | None:
+    """The time before which a guest that failed at `gm.last_failure_at` must not be
+    tried again whatever its file does (`backoff.initial` later), or None if passed."""
+    if gm.last_failure_at is None:
+        return None
+    end = gm.last_failure_at + settings.backoff.initial
+    return end if end > now else None
+
+
+def _observe_without_file(
+    guests: dict[str, GuestMemory], managed: set[str], ctx: _Pass
+) -> dict[str, GuestMemory]:
+    """Given all memory and the names acted on this pass, return the changed memory
+    of the other names (no usable file): their live migrations are tracked all the
+    same, so that a guest that migrated away while its file was bad or gone is
+    migrated, not started again, once the file is back."""
+    away = (_migration_base(n) for n in ctx.listed if n.endswith(MIGRATEDAWAY_SUFFIX))
+    names = (set(guests) | {n for n in away if n is not None}) - managed - ctx.in_flight
+    changed: dict[str, GuestMemory] = {}
+    for name in sorted(names):
+        before = guests.get(name, GuestMemory())
+        after = _observe_migration(name, before, ctx.listed.get(name), ctx)
+        if after != before:
+            changed[name] = after
+    return changed
 
 
 def _observe_migration(
@@ -208,6 +266,29 @@ def _observe_migration(
     return gm
 
 
+def _observe_leftover(name: str, gm: GuestMemory, domain: Domain | None, ctx: _Pass) -> GuestMemory:
+    """After a failed create, take a paused domain listed under `name` for what the
+    create left behind (LEFTOVER event); forget the leftover once its domid is no
+    longer listed paused."""
+    paused_domid = domain.domid if domain is not None and domain.paused else None
+    if gm.leftover_unchecked:
+        if paused_domid is not None:
+            ctx.event(EventKind.LEFTOVER, name, _leftover_text(gm, paused_domid))
+        return replace(gm, leftover_unchecked=False, leftover_domid=paused_domid)
+    if gm.leftover_domid is not None and gm.leftover_domid != paused_domid:
+        return replace(gm, leftover_domid=None)
+    return gm
+
+
+def _leftover_text(gm: GuestMemory, domid: int) -> str:
+    """What the admin must know about the paused leftover `domid` of a failed create."""
+    cause = f" ({gm.last_error})" if gm.last_error else ""
+    return (
+        f"paused leftover of a failed create{cause}, domid {domid}: not running;"
+        f" destroy it with `xl destroy {domid}`"
+    )
+
+
 def _observe_listed(name: str, gm: GuestMemory, domain: Domain, ctx: _Pass) -> GuestMemory:
     """A listed guest: seen, not missing; a create that stayed up `stable_after`
     resets the failure count."""
@@ -222,7 +303,7 @@ def _observe_listed(name: str, gm: GuestMemory, domain: Domain, ctx: _Pass) -> G
         return gm
     if gm.attempts > 0:
         ctx.event(EventKind.RECOVERED, name)
-    return replace(gm, attempts=0, next_retry=None, created_at=None)
+    return replace(gm, attempts=0, next_retry=None, created_at=None, last_failure_at=None)
 
 
 def _observe_missing(name: str, gm: GuestMemory, ctx: _Pass) -> GuestMemory:
@@ -263,7 +344,10 @@ def _count_failure(
         next_retry = None
         if gm.attempts < give_up_after:
             events.append(Event(EventKind.GAVE_UP, name, error))
-    return replace(gm, attempts=attempts, last_error=error, next_retry=next_retry), events
+    gm = replace(
+        gm, attempts=attempts, last_error=error, next_retry=next_retry, last_failure_at=now
+    )
+    return gm, events
 
 
 # --- judging: the state of each desired guest --------------------------------------------
@@ -304,6 +388,8 @@ def _judge(guest: DesiredGuest, gm: GuestMemory, ctx: _Pass) -> _Verdict:
 
 def _listed_verdict(guest: DesiredGuest, gm: GuestMemory, domain: Domain) -> _Verdict:
     """The state of a desired guest listed under its own name."""
+    if gm.leftover_domid == domain.domid:
+        return _Verdict(guest, gm, GuestState.LEFTOVER, _leftover_text(gm, domain.domid))
     if domain.dying:
         return _Verdict(guest, gm, GuestState.DYING, f"dying ({domain.state}); waiting")
     if domain.stale:
@@ -543,21 +629,38 @@ def _migration_base(name: str) -> str | None:
 
 
 def _pruned(
-    guests: dict[str, GuestMemory],
-    desired: DesiredState,
-    listed: dict[str, Domain],
-    in_flight: frozenset[str],
+    guests: dict[str, GuestMemory], desired: DesiredState, ctx: _Pass
 ) -> dict[str, GuestMemory]:
     """The per-guest memory worth keeping: everything about names with a file, a
-    domain or a create in flight; only the hold and migrated mark of other names."""
-    keep = _names_with_file(desired) | set(listed) | in_flight
+    domain, a migration or a create in flight; for other names everything until
+    `FORGET_AFTER` after `absent_at`, then only the hold and migrated mark."""
+    present = _names_with_file(desired) | set(ctx.listed) | ctx.in_flight
+    present |= {b for b in map(_migration_base, ctx.listed) if b is not None}
     kept: dict[str, GuestMemory] = {}
     for name, gm in sorted(guests.items()):
-        if name in keep:
-            kept[name] = gm
-        elif gm.held or gm.migrated:
-            kept[name] = GuestMemory(held=gm.held, hold_reason=gm.hold_reason, migrated=gm.migrated)
+        entry = _kept_entry(gm, name in present, ctx.now)
+        if entry is not None:
+            kept[name] = entry
     return kept
+
+
+def _kept_entry(gm: GuestMemory, present: bool, now: float) -> GuestMemory | None:
+    """Given one name's memory and whether the name is present (file, domain,
+    migration or create), return what is kept of it at `now`, or None."""
+    if present:
+        return gm if gm.absent_at is None else replace(gm, absent_at=None)
+    marks = _marks_only(gm)
+    if gm != marks:  # more than the marks: kept whole for a while
+        if gm.absent_at is None:
+            return replace(gm, absent_at=now)
+        if now < gm.absent_at + FORGET_AFTER:
+            return gm
+    return marks if marks.held or marks.migrated else None
+
+
+def _marks_only(gm: GuestMemory) -> GuestMemory:
+    """The part of a guest's memory that is kept forever: its hold and migrated mark."""
+    return GuestMemory(held=gm.held, hold_reason=gm.hold_reason, migrated=gm.migrated)
 
 
 def _sorted(statuses: Iterable[GuestStatus]) -> tuple[GuestStatus, ...]:
@@ -587,10 +690,13 @@ def _untrusted_plan(
     return Plan(creates=(), statuses=_sorted(statuses), memory=memory, trusted=False)
 
 
-def _unusable_dir_plan(error: str, listed: dict[str, Domain], memory: Memory) -> Plan:
+def _unusable_dir_plan(error: str, memory: Memory, ctx: _Pass) -> Plan:
     """The guests directory cannot be used: nothing desired, nothing created,
-    memory unchanged (a passing problem must not wipe backoff or holds); every
-    listed domain is shown as unmanaged with the reason."""
+    memory unchanged (a passing problem must not wipe backoff or holds) but for
+    the live migrations the listing shows; every listed domain is shown as
+    unmanaged with the reason."""
+    listed = ctx.listed
+    guests = {**memory.guests, **_observe_without_file(memory.guests, set(), ctx)}
     statuses = [
         GuestStatus(
             name=name,
@@ -599,8 +705,9 @@ def _unusable_dir_plan(error: str, listed: dict[str, Domain], memory: Memory) ->
         )
         for name, domain in listed.items()
     ]
-    statuses += _fileless_statuses(memory.guests, set(listed))
-    return Plan(creates=(), statuses=_sorted(statuses), memory=memory)
+    statuses += _fileless_statuses(guests, set(listed))
+    new_memory = memory if guests == memory.guests else replace(memory, guests=guests)
+    return Plan(creates=(), statuses=_sorted(statuses), memory=new_memory, events=tuple(ctx.events))
 
 
 # --- folding results and admin requests into memory --------------------------------------
@@ -615,14 +722,26 @@ def record_create(
 ) -> tuple[Memory, tuple[Event, ...]]:
     """Given the memory, a create and how it ended at `now`, return the memory with
     the result folded in and the FAILING / GAVE_UP events it caused. A failure of
-    content the file no longer has only records the error: the new content is
-    tried at once."""
+    content the file no longer has is not counted: the new content is tried
+    `backoff.initial` after it. Any failure may have left a paused domain behind:
+    the next trusted listing tells (`leftover_unchecked`)."""
     gm = memory.guest(action.name)
     if result.ok:
-        gm = replace(gm, created_at=now, created_hash=action.cfg_hash, next_retry=None)
+        gm = replace(
+            gm,
+            created_at=now,
+            created_hash=action.cfg_hash,
+            next_retry=None,
+            leftover_unchecked=False,
+            leftover_domid=None,
+        )
         return _with_guest(memory, action.name, gm), ()
+    gm = replace(gm, leftover_unchecked=True)
     if gm.cfg_hash is not None and gm.cfg_hash != action.cfg_hash:
-        return _with_guest(memory, action.name, replace(gm, last_error=result.error)), ()
+        spaced = now + settings.backoff.initial
+        next_retry = spaced if gm.next_retry is None else max(gm.next_retry, spaced)
+        gm = replace(gm, last_error=result.error, last_failure_at=now, next_retry=next_retry)
+        return _with_guest(memory, action.name, gm), ()
     had_run = gm.seen_running or gm.created_at is not None
     gm, events = _count_failure(
         action.name, gm, result.error, had_run=had_run, now=now, settings=settings
@@ -648,7 +767,7 @@ def release(memory: Memory, name: str) -> Memory:
 def retry(memory: Memory, name: str) -> Memory:
     """Return the memory with the failure count and backoff of `name` cleared, so
     that the next pass creates it at once (also when it had given up)."""
-    gm = replace(memory.guest(name), attempts=0, next_retry=None)
+    gm = replace(memory.guest(name), attempts=0, next_retry=None, last_failure_at=None)
     return _with_guest(memory, name, gm)
 
 

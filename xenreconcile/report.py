@@ -25,6 +25,9 @@ SETTLED_STATES = frozenset(
         GuestState.UNMANAGED,
     }
 )
+# States whose detail says what to do and already names the last error: the
+# `status` table shows it instead of the bare error.
+DETAIL_FIRST_STATES = frozenset({GuestState.LEFTOVER.value})
 
 
 def to_wall(at: float | None, now: float, wall_now: float) -> float | None:
@@ -112,7 +115,10 @@ def status_table(doc: dict[str, Any]) -> str:
     rows = []
     for g in doc["guests"]:
         shown_detail = g["detail"] if g["state"] not in ("running", "drift") else None
-        error = g["last_error"] or shown_detail or ""
+        if g["state"] in DETAIL_FIRST_STATES:
+            error = shown_detail or g["last_error"] or ""
+        else:
+            error = g["last_error"] or shown_detail or ""
         rows.append(
             [
                 g["name"],
