@@ -98,6 +98,9 @@ class GuestMemory:
     created_at       time of the last successful create still inside its `stable_after` window
     seen_running     the guest was listed running during this daemon's life
     missing_since    first pass that found a seen-running guest missing
+    uncertain        why its hold or migrated mark may have been lost (a damaged
+                     state file); never created while set, until hold, release or
+                     accept-state
     """
 
     attempts: int = 0
@@ -112,6 +115,7 @@ class GuestMemory:
     created_at: float | None = None
     seen_running: bool = False
     missing_since: float | None = None
+    uncertain: str | None = None
 
 
 _FRESH_GUEST = GuestMemory()
@@ -120,15 +124,21 @@ _FRESH_GUEST = GuestMemory()
 @dataclass(frozen=True, slots=True)
 class Memory:
     """All remembered state: per-guest memory, when the last create started (for
-    `start_delay`) and the Dom0 boot time it belongs to."""
+    `start_delay`), the Dom0 boot time it belongs to, and `uncertain`: set when
+    the state file could not be read as a whole, the reason every name without
+    memory of its own is uncertain."""
 
     guests: dict[str, GuestMemory] = field(default_factory=dict)
     last_create_at: float | None = None
     boot_time: float | None = None
+    uncertain: str | None = None
 
     def guest(self, name: str) -> GuestMemory:
-        """The memory of `name`, or the (shared, immutable) fresh one."""
-        return self.guests.get(name, _FRESH_GUEST)
+        """The memory of `name`, or a fresh one (uncertain when the whole memory is)."""
+        found = self.guests.get(name)
+        if found is not None:
+            return found
+        return _FRESH_GUEST if self.uncertain is None else GuestMemory(uncertain=self.uncertain)
 
 
 # --- settings the planner needs ------------------------------------------------------------
@@ -190,6 +200,7 @@ class GuestState(enum.StrEnum):
     HELD = "held"  # held by the admin or the config; never created
     MIGRATING = "migrating"  # a `--incoming`/`--migratedaway` domain exists
     MIGRATED = "migrated"  # left by live migration; not created until release
+    UNCERTAIN = "uncertain"  # its hold or migrated mark may be lost; not created until decided
     STALE = "stale"  # listed crashed/shut down and preserved; not touched
     DYING = "dying"  # listed as dying; wait
     UNMANAGED = "unmanaged"  # running with no file
