@@ -52,7 +52,6 @@ def only_error(state_dir: str) -> str:
         ({"op": "hold", "name": "web", "when": 1}, "unknown field(s) when"),
         ({"op": "hold", "name": "web\n"}, "is not a guest name"),
         ({"op": "hold", "name": " web"}, "is not a guest name"),
-        ({"op": "release", "name": "web", "reason": "x"}, "release takes no reason"),
         ({"op": "hold", "name": "web", "reason": "a\x1b[2Jb"}, "reason must be printable"),
         ({"op": "accept-state", "name": "web"}, "accept-state takes no name"),
         ([], "not a JSON object"),

@@ -86,8 +86,6 @@ def request_problem(op: object, name: object, reason: object) -> str | None:
         return f"name {name!r} is not a guest name (empty, control characters or spaces around)"
     if reason is None:
         return None
-    if op != "hold":
-        return f"{op} takes no reason"
     if not isinstance(reason, str):
         return f"reason must be a string, not {_kind(reason)}"
     if len(reason) > MAX_REASON or not reason.isprintable():

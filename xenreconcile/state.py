@@ -239,12 +239,9 @@ class StateStore:
         self._check_dir()
         self.read_only = None
         self._last_text = None
-        found = self._decode_file(self.path)
+        found = self._decode_main()
         if found is None:
-            prev = self._decode_file(self.prev_path)
-            if prev is None:
-                return Memory(), None
-            found = prev if prev.newer_version else _missing_main()
+            return Memory(), None
         if found.newer_version is not None:
             self.read_only = self._newer_message(found.newer_version)
             return Memory(uncertain=self.read_only), self.read_only
@@ -275,6 +272,18 @@ class StateStore:
         self._fsync_dir()
         self._last_text = text
         return True
+
+    def _decode_main(self) -> Decoded | None:
+        """What state.json holds; None when neither it nor its last good copy
+        exists. A missing state.json whose copy is there counts as unreadable
+        (our saves never remove it), unless the copy is of a newer format."""
+        found = self._decode_file(self.path)
+        if found is not None:
+            return found
+        prev = self._decode_file(self.prev_path)
+        if prev is None or prev.newer_version is not None:
+            return prev
+        return _unreadable(f"{STATE_FILE} is missing but {PREV_FILE} is there")
 
     def _decode_file(self, path: str) -> Decoded | None:
         """What the state file `path` holds, or None when it does not exist."""
@@ -507,10 +516,6 @@ class _BadValue(Exception):
 
 def _unreadable(problem: str) -> Decoded:
     return Decoded(Memory(), (problem,), unreadable=True)
-
-
-def _missing_main() -> Decoded:
-    return _unreadable(f"{STATE_FILE} is missing but {PREV_FILE} is there")
 
 
 def encode_memory(memory: Memory) -> str:
