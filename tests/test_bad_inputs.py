@@ -285,7 +285,12 @@ def test_corrupt_state_file_is_moved_aside(run: DaemonRun) -> None:
     corrupt = run.events("state_corrupt")
     assert corrupt and CORRUPT_STATE in corrupt[0]["error"]
     assert list(run.state_dir.glob("state.json.corrupt-*"))
-    wait_for(lambda: "web" in run.running(), 15, "web despite the corrupt state")
+    # Its hold may have been lost with the file: web waits for the admin.
+    wait_for(lambda: run.guest_state("web") == "uncertain", 15, "web to be uncertain")
+    assert run.events("state_uncertain", guest="*")
+    assert run.sim.creates("web") == []
+    assert run.cli("release", "web").returncode == 0
+    wait_for(lambda: "web" in run.running(), 15, "web once released")
 
 
 CORRUPT_STATE = "is corrupt (not JSON: Expecting property name enclosed in double quotes"

@@ -115,6 +115,6 @@ def test_man8_documents_every_command() -> None:
     )
     page = MAN8.read_text(encoding="utf-8")
 
-    documented = set(re.findall(r"^\.It Cm (\w+)", page, flags=re.MULTILINE))
+    documented = set(re.findall(r"^\.It Cm ([\w-]+)", page, flags=re.MULTILINE))
 
     assert set(commands) <= documented

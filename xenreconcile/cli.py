@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
         ("retry", "forget NAME's failures and try it at once"),
     ):
         commands.add_parser(op, help=text).add_argument("name", metavar="NAME")
+    commands.add_parser(
+        "accept-state",
+        help="after a damaged state file: trust the holds and migrated marks it kept",
+    )
     demo = commands.add_parser(
         "demo", help="the real daemon on a simulated xl: a Dom0 reboot and the recovery"
     )

@@ -20,10 +20,11 @@ from xenreconcile.daemon import STATUS_FILE, Daemon, DaemonError, xl_command
 from xenreconcile.demo import run_demo
 from xenreconcile.guestdir import GuestDirScanner
 from xenreconcile.models import Domain, GuestState, Memory, Plan
-from xenreconcile.state import StateStore
+from xenreconcile.state import StateStore, read_private, trusted_uids, unsafe_path_problem
 from xenreconcile.xl import ToolstackError, XlRunner
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
+MAX_STATUS_BYTES = 64 * 1024 * 1024
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -71,12 +72,12 @@ def daemon_pid(config: Config) -> int | None:
 
 def read_status_file(config: Config) -> dict[str, Any] | None:
     """The status document the running daemon wrote, or None."""
+    path = os.path.join(config.state_dir, STATUS_FILE)
     try:
-        with open(os.path.join(config.state_dir, STATUS_FILE), encoding="utf-8") as fh:
-            doc: dict[str, Any] = json.load(fh)
-    except (OSError, ValueError):
+        doc: Any = json.loads(read_private(path, trusted_uids(), MAX_STATUS_BYTES))
+    except (OSError, ValueError, RecursionError):
         return None
-    return doc
+    return doc if isinstance(doc, dict) else None
 
 
 def compute_plan(config: Config, in_flight: set[str], now: Instant) -> tuple[Plan, str | None]:
@@ -99,10 +100,9 @@ def compute_plan(config: Config, in_flight: set[str], now: Instant) -> tuple[Pla
 
 
 def load_memory(config: Config) -> Memory:
-    """The saved state, or an empty one when there is none yet."""
-    if not os.path.exists(os.path.join(config.state_dir, "state.json")):
-        return Memory()
-    memory, _warning = StateStore(config.state_dir).load()
+    """The saved state as the daemon would see it (what a damaged file still
+    holds, with its doubts), changing nothing on disk; empty when there is none."""
+    memory, _warning = StateStore(config.state_dir).load(repair=False)
     return memory
 
 
@@ -153,6 +153,10 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
         config.guests_dir, strict_permissions=config.strict_permissions
     ).scan()
     problems = 0
+    state_problem = unsafe_path_problem(config.state_dir, trusted_uids())
+    if state_problem is not None:
+        print(f"state_dir {config.state_dir} is unsafe: {state_problem}")
+        return EXIT_USAGE
     if desired.error:
         print(f"{config.guests_dir}: {desired.error}")
         problems += 1
@@ -173,10 +177,21 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_request(config: Config, args: argparse.Namespace) -> int:
-    """`hold` / `release` / `retry NAME`."""
-    request = control.Request(op=args.command, name=args.name, reason=getattr(args, "reason", None))
-    print(control.submit(config.state_dir, request))
+    """`hold` / `release` / `retry NAME`, `accept-state`."""
+    try:
+        request = control.Request(
+            op=args.command, name=getattr(args, "name", None), reason=getattr(args, "reason", None)
+        )
+    except control.RequestError as exc:
+        print(f"xenreconcile: {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(control.submit(config.state_dir, request, warn=warn))
     return EXIT_OK
+
+
+def warn(message: str) -> None:
+    """Print a warning for the admin on stderr."""
+    print(f"xenreconcile: warning: {message}", file=sys.stderr)
 
 
 COMMANDS = {
@@ -187,4 +202,5 @@ COMMANDS = {
     "hold": cmd_request,
     "release": cmd_request,
     "retry": cmd_request,
+    control.ACCEPT_STATE: cmd_request,
 }

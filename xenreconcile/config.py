@@ -198,7 +198,10 @@ OPTIONS: tuple[Option, ...] = (
         "state_dir",
         Kind.PATH,
         "/var/db/xenreconcile",
-        "Directory of the daemon's memory (state.json) and lock file; created 0700.",
+        "Directory of the daemon's memory (state.json, its last good copy state.json.prev), "
+        "lock file and requests; it and every directory above it must be owned by root (or "
+        "the daemon's user) and not writable by group or others (a root-owned sticky "
+        "directory such as /tmp is fine above it); created 0700.",
     ),
     Option(
         "log_file",
@@ -297,7 +300,8 @@ OPTIONS: tuple[Option, ...] = (
         (),
         "Program and arguments (a list, no shell) run when a guest gives up, first "
         "fails after running, recovers, or a failed create leaves its domain behind "
-        "paused; it gets XR_GUEST, XR_EVENT and XR_ERROR in its environment. "
+        "paused, and at start while a damaged state file left guests uncertain; it "
+        "gets XR_GUEST, XR_EVENT and XR_ERROR in its environment. "
         "Empty: no notifications.",
         example="[/usr/local/libexec/xr-notify, --mail, root]",
     ),

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Protocol
 
 from tenacity import RetryCallState, wait_exponential
@@ -41,7 +42,15 @@ from xenreconcile.models import (
     PlannerSettings,
 )
 from xenreconcile.notify import notify_async
-from xenreconcile.state import Boot, StateStore, read_boot, same_boot, saved_boot
+from xenreconcile.state import (
+    Boot,
+    StateStore,
+    read_boot,
+    same_boot,
+    saved_boot,
+    uncertain_names,
+    write_atomically,
+)
 from xenreconcile.watch import Watcher, WatchUnavailable, make_watcher
 from xenreconcile.xl import (
     ToolstackError,
@@ -55,6 +64,8 @@ POLL_INTERVAL = 0.5  # the poll watcher's period: a change is seen within 1 s
 REQUEST_POLL = 0.5  # how often the loop looks for hold/release/retry requests
 LOCK_WAIT = 5.0  # how long start-up waits for a CLI command holding the state lock
 STATUS_FILE = "status.json"
+UNCERTAIN_EVENT = "state_uncertain"  # XR_EVENT of the notification about lost holds
+EVERY_GUEST = "*"  # XR_GUEST when every name is uncertain
 NOTIFY_EVENTS = {EventKind.GAVE_UP, EventKind.FAILING, EventKind.RECOVERED, EventKind.LEFTOVER}
 UNREADABLE_ROWS_EVENT = "xl_list_rows_unreadable"  # logged and notified once per change
 EVENT_LOG: dict[EventKind, tuple[str, str]] = {
@@ -152,6 +163,9 @@ class Daemon:
         self.reported_invalid: dict[str, str] = {}
         self.reported_dir_error: str | None = None
         self.save_failed = False
+        # Request files applied to memory but not yet deleted (their save is pending).
+        self.applied_requests: set[str] = set()
+        self.reported_requests_error: str | None = None
         self.last_status: str | None = None
         self.watcher: Watcher | None = None
         self.watch_generation = 0
@@ -188,7 +202,9 @@ class Daemon:
                 )
             time.sleep(0.1)
         on_disk, warning = self.store.load()
-        if warning:
+        if self.store.read_only is not None:
+            self.log.error("state_newer", error=self.store.read_only)
+        elif warning:
             self.log.error("state_corrupt", error=warning)
         now = self.clock.monotonic()
         memory = from_epoch(on_disk, epoch_offset(self.clock), now, self.settings)
@@ -202,6 +218,7 @@ class Daemon:
             xl=" ".join(xl_command(self.config)),
             state_dir=self.config.state_dir,
         )
+        self._report_uncertain()
         self._take_requests()
         self._save()
 
@@ -522,21 +539,70 @@ class Daemon:
                 self.log,
             )
 
+    def _report_uncertain(self) -> None:
+        """Log and notify every name whose hold or migrated mark may have been lost
+        (a damaged state file, now or before this start): none is created until
+        an admin decides."""
+        if self.memory.uncertain is not None:
+            doubts = [(EVERY_GUEST, self.memory.uncertain)]
+        else:
+            doubts = [
+                (n, self.memory.guest(n).uncertain or "") for n in uncertain_names(self.memory)
+            ]
+        for guest, reason in doubts:
+            self.log.error(
+                UNCERTAIN_EVENT,
+                guest=guest,
+                error=reason,
+                fix="xenreconcile hold NAME or release NAME decides; accept-state trusts all",
+            )
+            notify_async(self.config.notify_command or (), guest, UNCERTAIN_EVENT, reason, self.log)
+
     def _take_requests(self) -> None:
-        for path, request in control.read_requests(self.config.state_dir):
+        """Apply each new request file to memory once, and delete the files once
+        the state that holds them is saved (until then they are not applied again)."""
+        try:
+            found = control.read_requests(self.config.state_dir)
+        except control.RequestDirError as exc:
+            if str(exc) != self.reported_requests_error:
+                self.log.error("requests_dir_unsafe", error=str(exc))
+            self.reported_requests_error = str(exc)
+            return
+        self.reported_requests_error = None
+        self.applied_requests &= {path.name for path, _request in found}
+        for path, request in found:
             if isinstance(request, control.RequestError):
                 self.log.error("bad_request", error=str(request))
-            else:
+                self._remove_request(path)
+            elif self.store.read_only is not None:
+                self.log.error("request_refused", guest=request.name, error=self.store.read_only)
+                self._remove_request(path)
+            elif path.name not in self.applied_requests:
                 self.memory = control.apply(self.memory, request, self.clock.monotonic())
                 self.log.info(request.op, guest=request.name, reason=request.reason)
+                self.applied_requests.add(path.name)
                 self.pass_due = True
-            if self._save() or isinstance(request, control.RequestError):
-                with contextlib.suppress(OSError):
-                    path.unlink()
+        if self.applied_requests and self._save():
+            directory = control.requests_dir(self.config.state_dir)
+            for name in sorted(self.applied_requests):
+                if self._remove_request(directory / name):
+                    self.applied_requests.discard(name)
+
+    def _remove_request(self, path: Path) -> bool:
+        """Delete a request file; True when it is gone."""
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            self.log.debug("request_remove_failed", file=str(path), error=str(exc))
+            return False
+        return True
 
     def _save(self, *, force: bool = False) -> bool:
         """Persist memory (in epoch seconds) when it changed since the last save, or
-        when `force`d; True when the state on disk is current."""
+        when `force`d; True when the state on disk is current. A state file of a
+        newer format is never written (False)."""
+        if self.store.read_only is not None:
+            return False
         if self.memory == self.persisted and not force:
             return True
         on_disk = replace(
@@ -588,12 +654,9 @@ class Daemon:
         body = json.dumps({k: v for k, v in doc.items() if k != "generated_at"}, sort_keys=True)
         if body == self.last_status:
             return
-        path = os.path.join(self.config.state_dir, STATUS_FILE)
-        temp = path + ".tmp"
         try:
-            with open(temp, "w", encoding="utf-8") as fh:
-                json.dump(doc, fh, indent=1)
-            os.replace(temp, path)
+            text = json.dumps(doc, indent=1)
+            write_atomically(self.config.state_dir, STATUS_FILE, text, durable=False)
         except OSError as exc:
             self.log.debug("status_write_failed", error=str(exc))
             return

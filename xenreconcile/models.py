@@ -113,6 +113,9 @@ class GuestMemory:
     leftover_domid   domid of the paused domain a failed create left behind (not running)
     absent_at        first pass that found no file, domain, migration or create for the
                      name; its memory (beyond holds and migrated marks) is forgotten later
+    uncertain        why its hold or migrated mark may have been lost (a damaged
+                     state file); never created while set, until hold, release or
+                     accept-state
     """
 
     attempts: int = 0
@@ -131,6 +134,7 @@ class GuestMemory:
     leftover_unchecked: bool = False
     leftover_domid: int | None = None
     absent_at: float | None = None
+    uncertain: str | None = None
 
 
 _FRESH_GUEST = GuestMemory()
@@ -139,19 +143,25 @@ _FRESH_GUEST = GuestMemory()
 @dataclass(frozen=True, slots=True)
 class Memory:
     """All remembered state: per-guest memory, when the last create started (for
-    `start_delay`) and the Dom0 boot it belongs to: the kernel's boot id (None
+    `start_delay`), the Dom0 boot it belongs to: the kernel's boot id (None
     where the kernel has none), the boot time (epoch seconds) and the Dom0's
-    uptime when the state was saved (see `state.same_boot`)."""
+    uptime when the state was saved (see `state.same_boot`); and `uncertain`:
+    set when the state file could not be read as a whole, the reason every name
+    without memory of its own is uncertain."""
 
     guests: dict[str, GuestMemory] = field(default_factory=dict)
     last_create_at: float | None = None
     boot_time: float | None = None
     boot_id: str | None = None
     saved_uptime: float | None = None
+    uncertain: str | None = None
 
     def guest(self, name: str) -> GuestMemory:
-        """The memory of `name`, or the (shared, immutable) fresh one."""
-        return self.guests.get(name, _FRESH_GUEST)
+        """The memory of `name`, or a fresh one (uncertain when the whole memory is)."""
+        found = self.guests.get(name)
+        if found is not None:
+            return found
+        return _FRESH_GUEST if self.uncertain is None else GuestMemory(uncertain=self.uncertain)
 
 
 # --- settings the planner needs ------------------------------------------------------------
@@ -240,6 +250,7 @@ class GuestState(enum.StrEnum):
     HELD = "held"  # held by the admin or the config; never created
     MIGRATING = "migrating"  # a `--incoming`/`--migratedaway` domain exists
     MIGRATED = "migrated"  # left by live migration; not created until release
+    UNCERTAIN = "uncertain"  # its hold or migrated mark may be lost; not created until decided
     STALE = "stale"  # listed crashed/shut down and preserved; not touched
     DYING = "dying"  # listed as dying; wait
     LEFTOVER = "leftover"  # a failed create left its domain listed paused; not running

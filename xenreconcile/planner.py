@@ -10,7 +10,8 @@ or the global random generator: the same input always gives the same output.
 
 Decisions, for a desired guest that is not listed under its own name:
 
-* Never created while held (`hold` or the config's `guests.NAME.hold`), migrating
+* Never created while held (`hold` or the config's `guests.NAME.hold`), uncertain
+  (its hold or migrated mark may have been lost with a damaged state file), migrating
   (`NAME--incoming` or `NAME--migratedaway` listed), migrated, in flight, failed
   (`give_up_after` reached), in backoff (`next_retry` in the future) or inside
   `missing_grace` after having been seen running in this daemon's life.
@@ -364,6 +365,8 @@ def _judge(guest: DesiredGuest, gm: GuestMemory, ctx: _Pass) -> _Verdict:
     if _is_held(name, gm, ctx.settings):
         reason = gm.hold_reason if gm.held else "held by the config"
         return _Verdict(guest, gm, GuestState.HELD, _join(reason or "held", running))
+    if gm.uncertain is not None:
+        return _Verdict(guest, gm, GuestState.UNCERTAIN, _join(_doubt(name, gm), running))
     if domain is not None:
         return _listed_verdict(guest, gm, domain)
     if ctx.migrating(name):
@@ -415,6 +418,14 @@ def _is_failed(gm: GuestMemory, settings: PlannerSettings) -> bool:
     """True when the guest reached `give_up_after` consecutive failures."""
     give_up_after = settings.backoff.give_up_after
     return give_up_after > 0 and gm.attempts >= give_up_after
+
+
+def _doubt(name: str, gm: GuestMemory) -> str:
+    """The detail of an uncertain guest: why, and what the admin can do."""
+    return (
+        f"state uncertain: {gm.uncertain}; `xenreconcile hold {name}` keeps it down, "
+        f"`release {name}` lets it start"
+    )
 
 
 def _running_detail(domain: Domain | None) -> str | None:
@@ -588,7 +599,7 @@ def _unmanaged_statuses(
         if name in with_file or _migration_base(name) in with_file:
             continue
         gm = guests.get(name, GuestMemory())
-        detail = _join(f"no cfg file; {domain.state} (domid {domain.domid})", _mark(gm))
+        detail = _join(f"no cfg file; {domain.state} (domid {domain.domid})", _mark(name, gm))
         rows.append(GuestStatus(name=name, state=GuestState.UNMANAGED, detail=detail))
     return rows
 
@@ -597,17 +608,26 @@ def _fileless_statuses(guests: dict[str, GuestMemory], shown: set[str]) -> list[
     """HELD or MIGRATED rows for remembered names with no file and no domain."""
     rows = []
     for name, gm in guests.items():
-        if name in shown or not (gm.held or gm.migrated):
+        if name in shown or not (gm.held or gm.migrated or gm.uncertain is not None):
             continue
-        state = GuestState.HELD if gm.held else GuestState.MIGRATED
-        rows.append(GuestStatus(name=name, state=state, detail=_join("no cfg file", _mark(gm))))
+        if gm.held:
+            state = GuestState.HELD
+        elif gm.uncertain is not None:
+            state = GuestState.UNCERTAIN
+        else:
+            state = GuestState.MIGRATED
+        rows.append(
+            GuestStatus(name=name, state=state, detail=_join("no cfg file", _mark(name, gm)))
+        )
     return rows
 
 
-def _mark(gm: GuestMemory) -> str | None:
-    """A note on a hold or a migrated mark kept for a name, or None."""
+def _mark(name: str, gm: GuestMemory) -> str | None:
+    """A note on a hold, a doubt or a migrated mark kept for `name`, or None."""
     if gm.held:
         return _join("held", gm.hold_reason)
+    if gm.uncertain is not None:
+        return _doubt(name, gm)
     if gm.migrated:
         return "migrated"
     return None
@@ -655,12 +675,15 @@ def _kept_entry(gm: GuestMemory, present: bool, now: float) -> GuestMemory | Non
             return replace(gm, absent_at=now)
         if now < gm.absent_at + FORGET_AFTER:
             return gm
-    return marks if marks.held or marks.migrated else None
+    return marks if marks.held or marks.migrated or marks.uncertain is not None else None
 
 
 def _marks_only(gm: GuestMemory) -> GuestMemory:
-    """The part of a guest's memory that is kept forever: its hold and migrated mark."""
-    return GuestMemory(held=gm.held, hold_reason=gm.hold_reason, migrated=gm.migrated)
+    """The part of a guest's memory that is kept forever (and outlives a Dom0
+    reboot): its hold, its migrated mark and the doubt about them."""
+    return GuestMemory(
+        held=gm.held, hold_reason=gm.hold_reason, migrated=gm.migrated, uncertain=gm.uncertain
+    )
 
 
 def _sorted(statuses: Iterable[GuestStatus]) -> tuple[GuestStatus, ...]:
@@ -682,6 +705,8 @@ def _untrusted_plan(
         verdict = _Verdict(guest, gm, None)
         if _is_held(guest.name, gm, settings):
             statuses.append(_status(verdict, GuestState.HELD, gm.hold_reason or "held"))
+        elif gm.uncertain is not None:
+            statuses.append(_status(verdict, GuestState.UNCERTAIN, _doubt(guest.name, gm)))
         elif guest.name in in_flight:
             statuses.append(_status(verdict, GuestState.CREATING, "xl create in flight"))
         else:
@@ -754,14 +779,22 @@ def hold(memory: Memory, name: str, reason: str | None, now: float) -> Memory:
     with the guest held (never created until released). `now` is part of the
     uniform admin API; GuestMemory has no field for when a hold began."""
     del now
-    gm = replace(memory.guest(name), held=True, hold_reason=reason)
+    gm = replace(memory.guest(name), held=True, hold_reason=reason, uncertain=None)
     return _with_guest(memory, name, gm)
 
 
 def release(memory: Memory, name: str) -> Memory:
-    """Return the memory with the hold and the migrated mark of `name` cleared."""
-    gm = replace(memory.guest(name), held=False, hold_reason=None, migrated=False)
+    """Return the memory with the hold, the migrated mark and the doubt about
+    them (`uncertain`) of `name` cleared."""
+    gm = replace(memory.guest(name), held=False, hold_reason=None, migrated=False, uncertain=None)
     return _with_guest(memory, name, gm)
+
+
+def accept_state(memory: Memory) -> Memory:
+    """Return the memory with every doubt cleared: the holds and migrated marks
+    recovered from a damaged state file are taken as they are."""
+    guests = {name: replace(gm, uncertain=None) for name, gm in memory.guests.items()}
+    return replace(memory, guests=guests, uncertain=None)
 
 
 def retry(memory: Memory, name: str) -> Memory:
@@ -773,15 +806,15 @@ def retry(memory: Memory, name: str) -> Memory:
 
 def new_boot(memory: Memory, boot_time: float | None) -> Memory:
     """Given the memory and the current Dom0 boot time, return the memory of a new
-    boot: counters, backoff, create times and sightings cleared; holds and
-    migrated marks kept. A guest that was migrating away when Dom0 went down may
+    boot: counters, backoff, create times and sightings cleared; holds, migrated
+    marks and doubts about them kept. A guest that was migrating away when Dom0 went down may
     run on the other host now, so it is marked migrated (not created until released)."""
     guests: dict[str, GuestMemory] = {}
     for name, gm in sorted(memory.guests.items()):
         migrated = gm.migrated or gm.migrating_away
-        if gm.held or migrated:
-            guests[name] = GuestMemory(held=gm.held, hold_reason=gm.hold_reason, migrated=migrated)
-    return Memory(guests=guests, last_create_at=None, boot_time=boot_time)
+        if gm.held or migrated or gm.uncertain is not None:
+            guests[name] = _marks_only(replace(gm, migrated=migrated))
+    return replace(memory, guests=guests, last_create_at=None, boot_time=boot_time)
 
 
 def forget_runtime(memory: Memory) -> Memory:

@@ -6,8 +6,21 @@ diff of two versions reads well:
     {"version": 1, "boot_time": 1700000000.0, "last_create_at": null,
      "guests": {"web": {"attempts": 2, "next_retry": 1700000100.5}}}
 
-Writes are atomic (temp file in the same directory, fsync, rename, fsync of the
-directory). A file that cannot be understood is moved aside, never fatal.
+Writes are atomic (temp file with a unique name in the same directory, fsync,
+rename, fsync of the directory), and every successful save also writes the
+same text to `state.json.prev`, the last good copy.
+
+Holds and migrated marks fail closed. A damaged file is decoded field by
+field: what can be read is kept, a bad field or guest entry loses only itself,
+and a name whose hold or migrated mark was lost is marked *uncertain* (the
+planner creates no uncertain guest until an admin decides). A file that cannot
+be read at all is replaced by the last good copy and every name is uncertain.
+The damaged file is moved aside. A file of a newer format version is never
+rewritten: the store turns read-only and every name is uncertain.
+
+state_dir and every directory on the way to it must be owned by root (or the
+daemon's uid) and not writable by group or others; files in it are opened
+without following symlinks.
 """
 
 from __future__ import annotations
@@ -17,27 +30,39 @@ import dataclasses
 import errno
 import fcntl
 import json
+import math
 import os
 import re
+import stat
 import subprocess
 import sys
 import tempfile
 import time
 import types
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from xenreconcile.models import GuestMemory, Memory
 
 STATE_FILE = "state.json"
+PREV_FILE = "state.json.prev"  # the last good copy: the text of the last successful save
 LOCK_FILE = "lock"
 TEMP_PREFIX, TEMP_SUFFIX = ".state.json.", ".tmp"  # save()'s temp files
+TEMP_PREFIXES = (TEMP_PREFIX, ".status.json.")  # every temp file the lock holder writes
 FORMAT_VERSION = 1
+MAX_STATE_BYTES = 64 * 1024 * 1024
+MAX_COUNT = 10**9  # the largest failure count a state file may hold
+MAX_INT_DIGITS = 20  # longer integer literals are damage (and Python refuses > 4300)
+MAX_SYMLINKS = 40
 
 _GUEST_FIELDS = {f.name: f for f in dataclasses.fields(GuestMemory)}
 _GUEST_TYPES = typing.get_type_hints(GuestMemory)
 _DEFAULT_GUEST = GuestMemory()
+# Fields whose loss could let a guest start that must not: a bad value of one of
+# them makes the name uncertain instead of just losing the field.
+FAIL_CLOSED_FIELDS = frozenset({"held", "migrated", "migrating_away", "uncertain"})
 
 
 class CorruptStateError(ValueError):
@@ -48,6 +73,144 @@ class StateLockedError(OSError):
     """Another process (a running daemon) holds the state lock."""
 
 
+class StateDirError(OSError):
+    """state_dir, or a directory on the way to it, is not one only root controls."""
+
+
+class UnsafeFileError(OSError):
+    """A file in state_dir is a symlink, not a regular file, or not ours."""
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}"
+
+
+class StateReadOnlyError(OSError):
+    """The state file is of a newer format version; it is never rewritten."""
+
+
+def trusted_uids() -> frozenset[int]:
+    """The owners a file or directory the daemon trusts may have: root and us."""
+    return frozenset({0, os.geteuid()})
+
+
+# --- trusted paths ------------------------------------------------------------------------------
+
+
+def unsafe_path_problem(path: str, uids: Collection[int]) -> str | None:
+    """Given a directory path and the trusted owners, walk it from `/`, resolving
+    symlinks one at a time, and return a sentence naming the first directory that
+    is not owned by a trusted uid or is writable by group or others (a root-owned
+    sticky directory such as /tmp is accepted on the way, not as the directory
+    itself); None when all is well. A missing tail is fine: it is created 0700."""
+    pending = _parts(os.path.abspath(path))
+    current = "/"
+    problem = _dir_problem(current, os.stat(current), uids, last=not pending)
+    links = 0
+    while pending and problem is None:
+        part = pending.pop(0)
+        if part == "..":
+            current = os.path.dirname(current)
+            continue
+        candidate = os.path.join(current, part)
+        try:
+            st = os.lstat(candidate)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            return f"{candidate}: {e.strerror}"
+        if stat.S_ISLNK(st.st_mode):
+            links += 1
+            if links > MAX_SYMLINKS:
+                return f"{path}: too many levels of symbolic links"
+            target = os.readlink(candidate)
+            if os.path.isabs(target):
+                current = "/"
+            pending[:0] = _parts(target)
+            continue
+        current = candidate
+        problem = _dir_problem(current, st, uids, last=not pending)
+    return problem
+
+
+def _parts(path: str) -> list[str]:
+    return [part for part in path.split("/") if part not in ("", ".")]
+
+
+def _dir_problem(path: str, st: os.stat_result, uids: Collection[int], *, last: bool) -> str | None:
+    """Why the directory `path` with status `st` cannot be trusted, or None."""
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{path} is not a directory"
+    if st.st_uid not in uids:
+        allowed = " or ".join(f"uid {uid}" for uid in sorted(uids))
+        return f"{path} is owned by uid {st.st_uid}, must be owned by {allowed} (chown it)"
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        if not last and st.st_uid == 0 and mode & stat.S_ISVTX:
+            return None
+        return f"{path} has mode {mode:04o}: writable by group or others (chmod go-w it)"
+    return None
+
+
+def open_private(path: str, flags: int, uids: Collection[int], mode: int = 0o600) -> int:
+    """Open `path` with `flags` without following a symlink and return the fd;
+    raises UnsafeFileError when it is a symlink, not a regular file or owned by
+    an untrusted uid, IsADirectoryError for a directory, OSError otherwise."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode)
+    except OSError as e:
+        # Linux says ELOOP for O_NOFOLLOW on a symlink, FreeBSD EMLINK.
+        if e.errno in (errno.ELOOP, errno.EMLINK):
+            raise UnsafeFileError(e.errno, "is a symlink: not followed", path) from None
+        raise
+    try:
+        _check_private(fd, path, uids)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _check_private(fd: int, path: str, uids: Collection[int]) -> None:
+    st = os.fstat(fd)
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "is a directory", path)
+    if not stat.S_ISREG(st.st_mode):
+        raise UnsafeFileError(errno.EINVAL, "is not a regular file", path)
+    if st.st_uid not in uids:
+        raise UnsafeFileError(errno.EPERM, f"is owned by uid {st.st_uid}: not trusted", path)
+
+
+def read_private(path: str, uids: Collection[int], limit: int) -> bytes:
+    """The bytes of the file `path` (see `open_private`); raises UnsafeFileError
+    also when it is larger than `limit`."""
+    fd = open_private(path, os.O_RDONLY, uids)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise UnsafeFileError(errno.EFBIG, f"is larger than {limit} bytes", path)
+    return data
+
+
+def write_atomically(directory: str, name: str, text: str, *, durable: bool) -> None:
+    """Replace `directory/name` by `text`: a temp file with a unique name (never
+    following a planted symlink), fsync'd when `durable`, renamed over the old one."""
+    fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=TEMP_SUFFIX, dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            if durable:
+                os.fsync(f.fileno())
+        os.replace(temp, os.path.join(directory, name))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+# --- the store ----------------------------------------------------------------------------------
+
+
 class StateStore:
     """Loads and saves `Memory` in `state_dir/state.json` and holds the daemon
     lock `state_dir/lock`."""
@@ -55,55 +218,103 @@ class StateStore:
     def __init__(self, state_dir: str) -> None:
         self.state_dir = state_dir
         self.path = os.path.join(state_dir, STATE_FILE)
+        self.prev_path = os.path.join(state_dir, PREV_FILE)
         self.lock_path = os.path.join(state_dir, LOCK_FILE)
+        self.uids = trusted_uids()
+        # Set by load() when the file is of a newer format: why nothing is saved.
+        self.read_only: str | None = None
         self._last_text: str | None = None
         self._lock_fd: int | None = None
 
     # --- memory ---------------------------------------------------------------------------
 
-    def load(self) -> tuple[Memory, str | None]:
+    def load(self, *, repair: bool = True) -> tuple[Memory, str | None]:
         """The remembered Memory and a warning for the log (None if all is well).
-        A missing file gives an empty Memory; a corrupt one is moved aside to
-        `state.json.corrupt-<UTC time>` and gives an empty Memory. Raises OSError
-        when the file exists but cannot be read (it is left alone then)."""
-        try:
-            with open(self.path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            self._last_text = None
+        A missing file gives an empty Memory. A damaged one gives what could be
+        read (see the module docstring) and, with `repair`, is moved aside to
+        `state.json.corrupt-<UTC time>`; without `repair` nothing on disk changes.
+        Raises StateDirError for an unsafe state_dir, OSError when the file
+        exists but cannot be read (it is left alone then)."""
+        self._check_dir()
+        self.read_only = None
+        self._last_text = None
+        found = self._decode_main()
+        if found is None:
             return Memory(), None
-        try:
-            memory = decode_memory(data)
-        except CorruptStateError as e:
-            self._last_text = None
-            return Memory(), self._move_aside(str(e))
-        self._last_text = encode_memory(memory)
-        return memory, None
+        if found.newer_version is not None:
+            self.read_only = self._newer_message(found.newer_version)
+            return Memory(uncertain=self.read_only), self.read_only
+        if not found.problems:
+            self._last_text = encode_memory(found.memory)
+            return found.memory, None
+        memory, recovered = found.memory, "kept everything else"
+        if found.unreadable:
+            memory, recovered = self._recover()
+            memory = doubt_everything(memory, f"{STATE_FILE} was unreadable ({found.problems[0]})")
+        moved = self._move_aside() if repair and os.path.lexists(self.path) else None
+        return memory, _damage_warning(self.path, found, moved, recovered, memory)
 
     def save(self, memory: Memory) -> bool:
-        """Write `memory` atomically unless it equals what was last loaded or saved;
-        True if the file was written. Raises OSError (read-only or full disk): the
-        caller logs it and goes on, and the next save tries again."""
+        """Write `memory` atomically (and as the last good copy) unless it equals
+        what was last loaded or saved; True if the file was written. Raises
+        StateReadOnlyError after loading a newer format, StateDirError for an
+        unsafe state_dir, OSError (read-only or full disk): the caller logs it
+        and goes on, and the next save tries again."""
+        if self.read_only is not None:
+            raise StateReadOnlyError(self.read_only)
         text = encode_memory(memory)
         if text == self._last_text:
             return False
-        self._ensure_dir()
-        fd, tmp_path = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=self.state_dir)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp_path, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_path)
-            raise
+        self._prepare_dir()
+        write_atomically(self.state_dir, STATE_FILE, text, durable=True)
+        write_atomically(self.state_dir, PREV_FILE, text, durable=True)
         self._fsync_dir()
         self._last_text = text
         return True
 
-    def _move_aside(self, reason: str) -> str:
+    def _decode_main(self) -> Decoded | None:
+        """What state.json holds; None when neither it nor its last good copy
+        exists. A missing state.json whose copy is there counts as unreadable
+        (our saves never remove it), unless the copy is of a newer format."""
+        found = self._decode_file(self.path)
+        if found is not None:
+            return found
+        prev = self._decode_file(self.prev_path)
+        if prev is None or prev.newer_version is not None:
+            return prev
+        return _unreadable(f"{STATE_FILE} is missing but {PREV_FILE} is there")
+
+    def _decode_file(self, path: str) -> Decoded | None:
+        """What the state file `path` holds, or None when it does not exist."""
+        try:
+            data = read_private(path, self.uids, MAX_STATE_BYTES)
+        except FileNotFoundError:
+            return None
+        except UnsafeFileError as e:
+            return _unreadable(f"{os.path.basename(path)} {e.strerror}")
+        return decode_state(data)
+
+    def _recover(self) -> tuple[Memory, str]:
+        """The memory of the last good copy, and a note saying where it came from."""
+        try:
+            prev = self._decode_file(self.prev_path)
+        except OSError as e:
+            return Memory(), f"the last good copy {self.prev_path} is unreadable ({e.strerror})"
+        if prev is None or prev.unreadable or prev.newer_version is not None:
+            return Memory(), f"no usable last good copy ({self.prev_path})"
+        return prev.memory, f"recovered the last good copy {self.prev_path}"
+
+    def _newer_message(self, version: int) -> str:
+        return (
+            f"state file {self.path} is format version {version}, newer than this "
+            f"xenreconcile understands ({FORMAT_VERSION}): it is left untouched, nothing is "
+            "saved and no guest is created; run the newer xenreconcile, or move "
+            f"{STATE_FILE} and {PREV_FILE} away to start over"
+        )
+
+    def _move_aside(self) -> str | None:
+        """Rename the damaged state file to `state.json.corrupt-<UTC time>`; the
+        new name, or None (with the reason) when that failed."""
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         target = f"{self.path}.corrupt-{stamp}"
         suffix = 1
@@ -113,17 +324,21 @@ class StateStore:
         try:
             os.rename(self.path, target)
         except OSError as e:
-            return (
-                f"state file {self.path} is corrupt ({reason}) and could not be moved "
-                f"aside ({e.strerror}); starting with empty memory"
-            )
-        return (
-            f"state file {self.path} is corrupt ({reason}); moved aside to {target}; "
-            f"starting with empty memory"
-        )
+            return f"could not be moved aside ({e.strerror})"
+        return f"moved aside to {target}"
 
-    def _ensure_dir(self) -> None:
-        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+    def _check_dir(self) -> None:
+        """Raise StateDirError unless state_dir (where it exists) is safe."""
+        problem = unsafe_path_problem(self.state_dir, self.uids)
+        if problem is not None:
+            raise StateDirError(f"state_dir {self.state_dir} is unsafe: {problem}")
+
+    def _prepare_dir(self) -> None:
+        """Check state_dir and create it (mode 0700) when missing."""
+        self._check_dir()
+        if not os.path.isdir(self.state_dir):
+            os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+            self._check_dir()
 
     def _fsync_dir(self) -> None:
         dir_fd = os.open(self.state_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
@@ -140,12 +355,15 @@ class StateStore:
 
     def try_lock(self) -> bool:
         """Take the exclusive daemon lock without waiting and write our pid in the
-        lock file; False if another process holds it. Creates state_dir if needed."""
+        lock file; False if another process holds it. Creates state_dir if needed;
+        raises StateDirError or UnsafeFileError when it or the lock file is unsafe."""
         if self._lock_fd is not None:
             return True
-        self._ensure_dir()
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._prepare_dir()
+        fd = open_private(self.lock_path, os.O_RDWR | os.O_CREAT, self.uids)
         try:
+            if os.fstat(fd).st_nlink != 1:  # never truncate a file linked from elsewhere
+                raise UnsafeFileError(errno.EMLINK, "has other hard links", self.lock_path)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
@@ -160,11 +378,11 @@ class StateStore:
         return True
 
     def _remove_stale_temp_files(self) -> None:
-        """Delete temp files a killed writer left behind (only the lock holder saves,
-        so under the lock none of them is being written)."""
+        """Delete temp files a killed writer left behind (only the lock holder
+        writes, so under the lock none of them is being written)."""
         with contextlib.suppress(OSError):
             for name in os.listdir(self.state_dir):
-                if name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX):
+                if name.startswith(TEMP_PREFIXES) and name.endswith(TEMP_SUFFIX):
                     with contextlib.suppress(OSError):
                         os.unlink(os.path.join(self.state_dir, name))
 
@@ -198,7 +416,7 @@ class StateStore:
         """The pid of the process holding the daemon lock, or None when no process
         holds it (no daemon runs) or it cannot be told."""
         try:
-            fd = os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = open_private(self.lock_path, os.O_RDONLY, self.uids)
         except OSError:
             return None
         try:
@@ -216,7 +434,7 @@ class StateStore:
         if self._lock_fd is not None:
             return True
         try:
-            fd = os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = open_private(self.lock_path, os.O_RDONLY, self.uids)
         except OSError:
             return False
         try:
@@ -233,13 +451,76 @@ def _read_pid(fd: int) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+def doubt_everything(memory: Memory, reason: str) -> Memory:
+    """`memory` with every name uncertain for `reason`: each remembered guest, and
+    (through `Memory.uncertain`) every name not remembered."""
+    guests = {
+        name: gm if gm.uncertain is not None else replace(gm, uncertain=reason)
+        for name, gm in memory.guests.items()
+    }
+    return replace(
+        memory, guests=guests, uncertain=reason if memory.uncertain is None else memory.uncertain
+    )
+
+
+def uncertain_names(memory: Memory) -> list[str]:
+    """The remembered names whose hold or migrated mark may have been lost."""
+    return sorted(name for name, gm in memory.guests.items() if gm.uncertain is not None)
+
+
+def _damage_warning(
+    path: str, found: Decoded, moved: str | None, recovered: str, memory: Memory
+) -> str:
+    """The log line for a damaged state file."""
+    shown = list(found.problems[:5])
+    if len(found.problems) > len(shown):
+        shown.append(f"and {len(found.problems) - len(shown)} more")
+    names = uncertain_names(memory)
+    if memory.uncertain is not None:
+        doubt = "every guest is uncertain"
+    elif names:
+        doubt = "uncertain: " + ", ".join(names)
+    else:
+        doubt = "no hold or migrated mark was lost"
+    aside = f"; {moved}" if moved else ""
+    return f"state file {path} is corrupt ({'; '.join(shown)}){aside}; {recovered}; {doubt}"
+
+
 # --- the JSON format --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """What a state file holds: the memory that could be read (damaged parts left
+    out, names whose hold or migrated mark was lost marked uncertain), the
+    problems found (each names its key), whether the file was unreadable as a
+    whole, and the version of a file of a newer format (then nothing was read)."""
+
+    memory: Memory
+    problems: tuple[str, ...] = ()
+    unreadable: bool = False
+    newer_version: int | None = None
+
+
+class _HugeInt:
+    """An integer literal too long to be anything but damage."""
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+
+class _BadValue(Exception):
+    """A field's value does not fit; the message says what was expected."""
+
+
+def _unreadable(problem: str) -> Decoded:
+    return Decoded(Memory(), (problem,), unreadable=True)
 
 
 def encode_memory(memory: Memory) -> str:
     """`memory` as the text of state.json: non-default guest fields, sorted keys."""
     guests = {name: _encode_guest(guest) for name, guest in memory.guests.items()}
-    document = {
+    document: dict[str, Any] = {
         "version": FORMAT_VERSION,
         "boot_time": memory.boot_time,
         "last_create_at": memory.last_create_at,
@@ -249,6 +530,8 @@ def encode_memory(memory: Memory) -> str:
     for key in ("boot_id", "saved_uptime"):
         if getattr(memory, key) is not None:
             document[key] = getattr(memory, key)
+    if memory.uncertain is not None:
+        document["uncertain"] = memory.uncertain
     return json.dumps(document, sort_keys=True, indent=2, allow_nan=False) + "\n"
 
 
@@ -261,52 +544,157 @@ def _encode_guest(guest: GuestMemory) -> dict[str, Any]:
 
 
 def decode_memory(data: bytes) -> Memory:
-    """The Memory in the bytes of a state.json; unknown fields are ignored.
-    Raises CorruptStateError naming what is wrong."""
+    """The Memory in the bytes of a sound state.json; unknown fields are ignored.
+    Raises CorruptStateError naming what is wrong (see `decode_state` for the
+    decoder that keeps what can be read)."""
+    found = decode_state(data)
+    if found.newer_version is not None:
+        raise CorruptStateError(f"format version {found.newer_version} is newer than mine")
+    if found.problems:
+        raise CorruptStateError("; ".join(found.problems))
+    return found.memory
+
+
+def decode_state(data: bytes) -> Decoded:
+    """Decode the bytes of a state.json field by field; never raises. Unknown
+    fields are ignored."""
     try:
-        document = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise CorruptStateError(f"not JSON: {e}") from None
+        document = json.loads(data.decode("utf-8"), parse_int=_parse_int)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        return _unreadable(f"not JSON: {e}")
     if not isinstance(document, dict):
-        raise CorruptStateError("the top level is not an object")
+        return _unreadable("the top level is not an object")
     version = document.get("version")
     if type(version) is not int or version < 1:
-        raise CorruptStateError(f"bad version {version!r}")
-    guests = document.get("guests", {})
-    if not isinstance(guests, dict):
-        raise CorruptStateError("guests is not an object")
-    return Memory(
-        guests={str(name): _decode_guest(name, fields) for name, fields in guests.items()},
-        last_create_at=_checked("last_create_at", document.get("last_create_at"), float | None),
-        boot_time=_checked("boot_time", document.get("boot_time"), float | None),
-        boot_id=_checked("boot_id", document.get("boot_id"), str | None),
-        saved_uptime=_checked("saved_uptime", document.get("saved_uptime"), float | None),
-    )
-
-
-def _decode_guest(name: str, fields: object) -> GuestMemory:
-    if not isinstance(fields, dict):
-        raise CorruptStateError(f"guest {name!r} is not an object")
-    known = {
-        key: _checked(f"{name}.{key}", value, _GUEST_TYPES[key])
-        for key, value in fields.items()
-        if key in _GUEST_FIELDS
+        return _unreadable(f"bad version {_show(version)}")
+    if version > FORMAT_VERSION:
+        return Decoded(Memory(), newer_version=version)
+    problems: list[str] = []
+    guests, lost = _decode_guests(document.get("guests", {}), problems)
+    top = {
+        key: _field(key, document.get(key), hint, problems)
+        for key, hint in (
+            ("last_create_at", float | None),
+            ("boot_time", float | None),
+            ("boot_id", str | None),
+            ("saved_uptime", float | None),
+        )
     }
+    before = len(problems)
+    uncertain = _field("uncertain", document.get("uncertain"), str | None, problems)
+    if len(problems) > before:  # an unreadable doubt is a doubt
+        uncertain = problems[-1]
+    memory = Memory(guests=guests, uncertain=lost if uncertain is None else uncertain, **top)
+    return Decoded(memory, tuple(problems))
+
+
+def _parse_int(text: str) -> int | _HugeInt:
+    digits = len(text.lstrip("-"))
+    return _HugeInt(digits) if digits > MAX_INT_DIGITS else int(text)
+
+
+def _decode_guests(value: object, problems: list[str]) -> tuple[dict[str, GuestMemory], str | None]:
+    """The guest entries that can be read, and the reason every name is uncertain
+    (None unless the entries, or the name of one, cannot be read)."""
+    if not isinstance(value, dict):
+        problem = f"guests is not an object: {_show(value)}"
+        problems.append(problem)
+        return {}, problem
+    guests: dict[str, GuestMemory] = {}
+    lost: str | None = None
+    for name, fields in value.items():
+        if not _is_text(name) or not name:
+            problem = f"guests has an entry whose name cannot be used: {_show(name)}"
+            problems.append(problem)
+            lost = lost or problem
+            continue
+        guests[name] = _decode_guest(name, fields, problems)
+    return guests, lost
+
+
+def _decode_guest(name: str, fields: object, problems: list[str]) -> GuestMemory:
+    """The readable fields of one guest entry; uncertain when a field that can
+    keep it from starting (FAIL_CLOSED_FIELDS), or the entry itself, is damaged."""
+    where = f"guests.{name}"
+    if not isinstance(fields, dict):
+        problem = f"{where} is not an object: {_show(fields)}"
+        problems.append(problem)
+        return GuestMemory(uncertain=problem)
+    known: dict[str, Any] = {}
+    doubt: str | None = None
+    for key, value in fields.items():
+        if key not in _GUEST_FIELDS:
+            continue
+        before = len(problems)
+        checked = _field(f"{where}.{key}", value, _GUEST_TYPES[key], problems)
+        if len(problems) == before:
+            known[key] = checked
+        elif key in FAIL_CLOSED_FIELDS:
+            doubt = doubt or problems[-1]
+    if doubt is not None:
+        known["uncertain"] = doubt
     return GuestMemory(**known)
 
 
-def _checked(where: str, value: object, hint: Any) -> Any:
-    """`value` if it fits the type `hint` (bool, int, float, str, or X | None);
-    an int is accepted (and converted) for float. Raises CorruptStateError."""
+def _field(where: str, value: object, hint: Any, problems: list[str]) -> Any:
+    """`value` checked against `hint`, or None with the problem appended."""
+    try:
+        return _checked(value, hint)
+    except _BadValue as e:
+        problems.append(f"{where} {e}: {_show(value)}")
+        return None
+
+
+def _checked(value: object, hint: Any) -> Any:
+    """`value` if it fits the type `hint` (bool, int, float, str, or X | None):
+    an int is a count from 0 to MAX_COUNT, a float a finite number (an int is
+    accepted and converted), a str valid Unicode. Raises _BadValue."""
     allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     if value is None and type(None) in allowed:
         return None
     for kind in allowed:
-        if kind is float and type(value) in (int, float):
-            return float(value)  # type: ignore[arg-type]
-        if kind is not type(None) and type(value) is kind:
+        if kind is bool and type(value) is bool:
             return value
-    raise CorruptStateError(f"{where} has the wrong type: {value!r}")
+        if kind is int and type(value) is int and 0 <= value <= MAX_COUNT:
+            return value
+        if kind is float and type(value) in (int, float) and math.isfinite(value):  # type: ignore[arg-type]
+            return float(value)  # type: ignore[arg-type]
+        if kind is str and isinstance(value, str) and _is_text(value):
+            return value
+    raise _BadValue(f"is not {_expected(allowed)}")
+
+
+_EXPECTED = {
+    bool: "true or false",
+    int: f"a count from 0 to {MAX_COUNT}",
+    float: "a finite number",
+    str: "a string",
+    type(None): "null",
+}
+
+
+def _expected(allowed: tuple[Any, ...]) -> str:
+    return " or ".join(_EXPECTED.get(kind, str(kind)) for kind in allowed)
+
+
+def _is_text(value: str) -> bool:
+    """True for a string that can be written as UTF-8 (no lone surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _show(value: object) -> str:
+    """A short rendering of a JSON value for an error message."""
+    if isinstance(value, _HugeInt):
+        return f"an integer of {value.digits} digits"
+    try:
+        text = json.dumps(value, default=lambda v: "...")
+    except (ValueError, RecursionError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 # --- which Dom0 boot this is ---------------------------------------------------------------
