@@ -409,7 +409,8 @@ def test_unpause_and_daemonize_run_after_the_lock_is_released(
     (daemonizing,) = start_creates(write_cfg(tmp_path / "s.cfg", "slow"))
     assert wait_for(lambda: reached(simxl, daemonizing, "lock_released"))
     assert states(simxl) == {"slow": "-b----"}
-    assert run(simxl, "create", str(write_cfg(tmp_path / "q.cfg", "quick"))).rc == 0
+    (quick,) = start_creates(write_cfg(tmp_path / "q.cfg", "quick"))
+    assert quick.wait(30) == 0
     assert daemonizing.poll() is None
     assert states(simxl) == {"slow": "-b----", "quick": "-b----"}
 
