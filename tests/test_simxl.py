@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import itertools
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from xenreconcile.simxl import SimXl, process_alive, wait_for, write_cfg
+from xenreconcile.simxl import SimXl, process_alive, wait_for, write_cfg, xllock
 
 
 @dataclass(frozen=True)
@@ -295,3 +300,168 @@ def test_a_failing_slow_create_is_listed_paused_then_gone(simxl: SimXl, tmp_path
     finally:
         proc.kill()
         proc.wait()
+
+
+# --- xl's create lock ----------------------------------------------------------------------
+
+
+Starter = Callable[..., list[subprocess.Popen[bytes]]]
+
+
+@pytest.fixture
+def start_creates(simxl: SimXl) -> Iterator[Starter]:
+    """A function starting `xl create CFG` for each cfg given, at once, each in its
+    own process group (as the daemon runs it); returns the processes. Any still
+    running when the test ends is SIGKILLed with its group."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(*cfgs: Path) -> list[subprocess.Popen[bytes]]:
+        procs = [
+            subprocess.Popen(
+                [*simxl.command, "create", str(cfg)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            for cfg in cfgs
+        ]
+        started.extend(procs)
+        return procs
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            kill_group(proc)
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process group `proc` leads and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+
+
+def call_of(sim: SimXl, proc: subprocess.Popen[bytes]) -> dict[str, Any]:
+    """The simulator's record of the invocation run by `proc` ({} before it starts)."""
+    return next((c for c in sim.calls() if c["pid"] == proc.pid), {})
+
+
+def reached(sim: SimXl, proc: subprocess.Popen[bytes], step: str) -> bool:
+    """True once the invocation run by `proc` has recorded `step` (e.g. lock_requested)."""
+    return call_of(sim, proc).get(step) is not None
+
+
+def states(sim: SimXl) -> dict[str, str]:
+    """{guest name: xl state} of the listed guests."""
+    return {d.name: d.state for d in sim.domains()[1:]}
+
+
+def test_the_lock_file_lives_in_the_state_dir(simxl: SimXl, tmp_path: Path) -> None:
+    assert simxl.lockfile() == simxl.state_dir / "xl.lock"
+    assert run(simxl, "create", str(write_cfg(tmp_path / "g.cfg", "g"))).rc == 0
+    assert simxl.lockfile().exists()
+
+
+def test_concurrent_creates_build_one_at_a_time(
+    simxl: SimXl, tmp_path: Path, start_creates: Starter
+) -> None:
+    simxl.set_faults(create_delay=0.2)
+    cfgs = [write_cfg(tmp_path / f"g{i}.cfg", f"g{i}") for i in range(4)]
+    with simxl.hold_create_lock():
+        procs = start_creates(*cfgs)
+        # Start-up and parsing run unlocked: every create gets as far as the lock.
+        assert wait_for(lambda: all(reached(simxl, p, "lock_requested") for p in procs))
+        assert simxl.names() == []
+    assert [p.wait(30) for p in procs] == [0, 0, 0, 0]
+    builds = sorted((c["lock_acquired"], c["lock_released"]) for c in simxl.creates())
+    assert len(builds) == 4
+    assert all(end <= next_start for (_, end), (next_start, _) in itertools.pairwise(builds))
+    assert set(states(simxl).values()) == {"-b----"}
+
+
+def test_a_create_waiting_for_the_lock_shows_no_domain(
+    simxl: SimXl, tmp_path: Path, start_creates: Starter
+) -> None:
+    simxl.set_faults(create_hang={"builder": "build"})
+    start_creates(write_cfg(tmp_path / "b.cfg", "builder"))
+    assert wait_for(lambda: states(simxl) == {"builder": "--p---"})
+    (waiter,) = start_creates(write_cfg(tmp_path / "w.cfg", "w"))
+    assert wait_for(lambda: reached(simxl, waiter, "lock_requested"))
+    assert states(simxl) == {"builder": "--p---"}
+    assert not reached(simxl, waiter, "lock_acquired")
+
+
+def test_a_create_killed_in_its_build_leaves_the_domain_paused_and_frees_the_lock(
+    simxl: SimXl, tmp_path: Path, start_creates: Starter
+) -> None:
+    simxl.set_faults(create_hang={"builder": "build"})
+    (builder,) = start_creates(write_cfg(tmp_path / "b.cfg", "builder"))
+    assert wait_for(lambda: states(simxl) == {"builder": "--p---"})
+    (waiter,) = start_creates(write_cfg(tmp_path / "w.cfg", "w"))
+    assert wait_for(lambda: reached(simxl, waiter, "lock_requested"))
+    kill_group(builder)
+    assert waiter.wait(30) == 0
+    assert states(simxl) == {"builder": "--p---", "w": "-b----"}
+    assert run(simxl, "list").out.splitlines()[2].split()[4] == "--p---"
+    assert call_of(simxl, builder)["rc"] is None
+
+
+def test_a_create_killed_while_waiting_for_the_lock_leaves_nothing(
+    simxl: SimXl, tmp_path: Path, start_creates: Starter
+) -> None:
+    cfg = write_cfg(tmp_path / "g.cfg", "g")
+    with simxl.hold_create_lock():
+        (waiter,) = start_creates(cfg)
+        assert wait_for(lambda: reached(simxl, waiter, "lock_requested"))
+        kill_group(waiter)
+    assert simxl.names() == []
+    assert not reached(simxl, waiter, "lock_acquired")
+    assert run(simxl, "create", str(cfg)).rc == 0
+    assert states(simxl) == {"g": "-b----"}
+
+
+def test_unpause_and_daemonize_run_after_the_lock_is_released(
+    simxl: SimXl, tmp_path: Path, start_creates: Starter
+) -> None:
+    simxl.set_faults(create_hang={"slow": "daemonize"})
+    (daemonizing,) = start_creates(write_cfg(tmp_path / "s.cfg", "slow"))
+    assert wait_for(lambda: reached(simxl, daemonizing, "lock_released"))
+    assert states(simxl) == {"slow": "-b----"}
+    (quick,) = start_creates(write_cfg(tmp_path / "q.cfg", "quick"))
+    assert quick.wait(30) == 0
+    assert daemonizing.poll() is None
+    assert states(simxl) == {"slow": "-b----", "quick": "-b----"}
+
+
+def test_a_parse_failure_does_not_wait_for_the_lock(
+    simxl: SimXl, tmp_path: Path, start_creates: Starter
+) -> None:
+    simxl.set_faults(create_fail="parse")
+    with simxl.hold_create_lock():
+        (proc,) = start_creates(write_cfg(tmp_path / "g.cfg", "g"))
+        assert proc.wait(30) == 1
+    assert not reached(simxl, proc, "lock_requested")
+
+
+def test_xl_conf_names_the_lock_file(simxl: SimXl, tmp_path: Path, start_creates: Starter) -> None:
+    other = tmp_path / "other-lock"
+    (simxl.state_dir / "xl.conf").write_text(f'autoballoon = "off"\nlockfile = "{other}"\n')
+    assert simxl.lockfile() == other
+    with xllock.held(simxl.state_dir / "xl.lock"):
+        assert run(simxl, "create", str(write_cfg(tmp_path / "a.cfg", "a"))).rc == 0
+    with simxl.hold_create_lock():
+        (waiter,) = start_creates(write_cfg(tmp_path / "b.cfg", "b"))
+        assert wait_for(lambda: reached(simxl, waiter, "lock_requested"))
+        assert not reached(simxl, waiter, "lock_acquired")
+    assert waiter.wait(30) == 0
+    assert simxl.names() == ["a", "b"]
+
+
+def test_a_lock_file_that_cannot_be_opened_exits_0_without_a_domain(
+    simxl: SimXl, tmp_path: Path
+) -> None:
+    (simxl.state_dir / "xl.conf").write_text('lockfile = "no/such/dir/xl"\n')
+    ran = run(simxl, "create", "-q", str(write_cfg(tmp_path / "g.cfg", "g")))
+    lockfile = simxl.state_dir / "no/such/dir/xl"
+    assert ran == Ran(0, "", f"cannot open the lockfile {lockfile} errno={errno.ENOENT}\n")
+    assert simxl.names() == []

@@ -19,6 +19,19 @@ xl 4.17's output, error texts and exit codes:
 
 Only the guest's `name`, `memory`, `vcpus` and `kernel` are read from the cfg.
 
+A create runs in xl 4.17's three phases. Start-up and config parsing (knob
+`parse_delay`) run unlocked and make no domain. The build runs holding xl's
+global create lock, an fcntl write lock on xl.conf's `lockfile` (here
+`STATE/xl.conf`; without one, `STATE/xl.lock`, never the host's /var/lock/xl),
+so concurrent creates build one at a time: the domain appears, listed paused
+(--p---), when the build starts and stays so for `create_delay` seconds.
+Unpause and the monitor's daemonize (knob `daemonize_delay`) run unlocked
+again, with the domain listed running. A create killed during its build leaves
+the paused domain behind, as real xl does (its clean-up never runs); the kernel
+drops the lock with the process. A lock file that cannot be opened gets xl's
+"cannot open the lockfile FILE errno=N" and, as in xl 4.17, exit code 0 and no
+domain.
+
 The monitor: like real xl, a successful create forks a process in its own
 session that lives while the domain exists. It exits when the domain is gone,
 when the state directory is removed, or after $SIMXL_MONITOR_LIFETIME seconds
@@ -36,9 +49,13 @@ A knob marked (per guest) takes a plain value for every guest, or a dict
                              "console tty: timed out", as on a loaded Dom0); true means "kernel"
     create_fail_probability  0..1: each create fails with this chance, decided by
     seed, create_fail_kind   random.Random(f"{seed}:{create number}"): reproducible
-    create_delay             (per guest) seconds a create takes; meanwhile the domain is
-                             listed paused (--p---), as real xl shows it while building
-    create_hang              (per guest) true: the create never finishes (until killed)
+    parse_delay              (per guest) seconds of start-up and parsing, before the lock
+    create_delay             (per guest) seconds the build takes, under the lock; meanwhile
+                             the domain is listed paused (--p---), as real xl shows it
+    daemonize_delay          (per guest) seconds after the lock, domain running, no monitor yet
+    create_hang              (per guest) the create never finishes (until killed): true or
+                             "parse" hangs before the lock (no domain), "build" holding the
+                             lock (domain paused), "daemonize" after it (domain running)
     list_fail                true (xl's "cannot init xl context" texts) or a text: rc 1
     list_garbage             true: `list` prints a truncated, unparseable table, rc 0
     list_hang                true: `list` never finishes
@@ -56,7 +73,9 @@ boot time tens of seconds later in `STATE/boot`), `step_clock` (the boot time
 moves, the boot id stays), `migrate_away` (NAME -> NAME--migratedaway, then gone),
 `migrate_in` (NAME--incoming, then NAME), `failed_localhost_migration` (NAME
 stays, NAME--incoming exists for a while, as in the samples). Every invocation
-is logged to `STATE/calls.jsonl` (`SimXl.calls()`, `SimXl.creates(name)`).
+is logged to `STATE/calls.jsonl` (`SimXl.calls()`, `SimXl.creates(name)`), a
+create with the times it asked for, got and released the lock. `SimXl.lockfile()`
+names the lock file and `SimXl.hold_create_lock()` holds it from Python.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import xenreconcile
-from xenreconcile.simxl import store
+from xenreconcile.simxl import store, xllock
 from xenreconcile.state import BOOT_FILE_ENV
 
 T = TypeVar("T")
@@ -204,7 +204,9 @@ class SimXl:
         return store.read_faults(self.state_dir)
 
     def calls(self) -> list[dict[str, Any]]:
-        """Every invocation: time, argv, pid, rc (None while running or if killed), name."""
+        """Every invocation: time, argv, pid, rc and end (None while running or if
+        killed), name; a create also has lock_requested, lock_acquired and
+        lock_released, the times it reached each step around xl's lock."""
         return store.read_calls(self.state_dir)
 
     def creates(self, name: str | None = None) -> list[dict[str, Any]]:
@@ -214,6 +216,17 @@ class SimXl:
             for c in self.calls()
             if c["argv"][:1] == ["create"] and (name is None or c.get("name") == name)
         ]
+
+    # --- xl's create lock -----------------------------------------------------------------
+
+    def lockfile(self) -> Path:
+        """The file simulated creates lock around their build (see simxl.xllock)."""
+        return xllock.lockfile_path(self.state_dir)
+
+    def hold_create_lock(self) -> contextlib.AbstractContextManager[None]:
+        """Hold xl's create lock in this process, as a create building a domain would:
+        simulated creates wait for it before their build."""
+        return xllock.held(self.lockfile())
 
     # --- cleanup --------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from xenreconcile.simxl import monitor, store
+from xenreconcile.simxl import monitor, store, xllock
 
 HEADER = "Name                                        ID   Mem VCPUs\tState\tTime(s)"
 DEFAULT_LIST_ERROR = (
@@ -135,49 +135,82 @@ class _Invocation:
         if name is None:
             _err("Domain name must be specified.")
             return 1
-        self._delay(name)
-        return self._build(path, text, name)
+        self._phase(name, "parse_delay", hang_at="parse")
+        failure = self._failure_kind(name, self._count_create())
+        if failure == "parse":
+            _err(failure_text(failure, path, 0, _kernel_of(text)), end="")
+            return 1
+        lockfile = xllock.lockfile_path(self.state_dir)
+        self._log_event("lock_wait")
+        try:
+            with xllock.held(lockfile):
+                dom = self._build_locked(text, name)
+        except xllock.LockError as exc:
+            _err(str(exc))
+            return 0  # xl 4.17 jumps to error_out with ret still 0: rc 0, no domain
+        if dom is None:
+            return 3
+        return self._finish(path, text, dom, failure)
 
     def _fault_for(self, name: str | None, knob: str) -> Any:
         """The value of fault `knob` for guest `name`."""
         return store.for_guest(self.faults, knob, name)
 
-    def _delay(self, name: str) -> None:
-        """Hang forever for a hanging create."""
-        if self._fault_for(name, "create_hang"):
+    def _phase(self, name: str, knob: str, hang_at: str) -> None:
+        """Spend the `knob` seconds of one phase of a create; hang here for good if
+        the guest's `create_hang` names this phase ("build", "daemonize"; any other
+        true value means "parse")."""
+        hang = self._fault_for(name, "create_hang")
+        if hang and (hang if hang in ("build", "daemonize") else "parse") == hang_at:
             _hang(self.faults)
+        seconds = self._fault_for(name, knob)
+        if seconds:
+            time.sleep(float(seconds))
 
-    def _build(self, path: str, text: str, name: str) -> int:
-        """Like xl: make the domain (listed paused, `--p---`, while it is built for
-        `create_delay` seconds), then either start it and leave a monitor behind, or
-        destroy it again when a fault or an existing name says no."""
+    def _count_create(self) -> int:
+        """Count this create (the seeded failure draw uses the count); returns it."""
         with store.transaction(self.state_dir) as state:
-            domid = state["next_domid"]
-            state["next_domid"] = domid + 1
             state["create_count"] += 1
-            failure = self._failure_kind(name, state["create_count"])
-            if failure == "parse":
-                _err(failure_text(failure, path, domid, _kernel_of(text)), end="")
-                return 1
-            if store.find(state, name) is not None:
-                _err(already_exists_text(name, domid), end="")
-                return 3
-            dom = self._new_domain(name, domid, text)
-            dom["state"] = store.BUILDING_STATE
-            state["domains"].append(dom)
-        delay = self._fault_for(name, "create_delay")
-        if delay:
-            time.sleep(float(delay))
+            return int(state["create_count"])
+
+    def _log_event(self, event: str) -> None:
+        """Log a step of this invocation (see store.read_calls)."""
+        store.log_call(self.state_dir, {"event": event, "pid": os.getpid()} | _now())
+
+    def _build_locked(self, text: str, name: str) -> dict[str, Any] | None:
+        """The build, run holding xl's lock: make the domain, listed paused (`--p---`)
+        for `create_delay` seconds; returns its record, or None if the name is taken."""
+        # Logged inside the lock's span, so the logged builds of two creates never overlap.
+        self._log_event("locked")
+        try:
+            with store.transaction(self.state_dir) as state:
+                domid = state["next_domid"]
+                state["next_domid"] = domid + 1
+                if store.find(state, name) is not None:
+                    _err(already_exists_text(name, domid), end="")
+                    return None
+                dom = self._new_domain(name, domid, text)
+                dom["state"] = store.BUILDING_STATE
+                state["domains"].append(dom)
+            self._phase(name, "create_delay", hang_at="build")
+            return dom
+        finally:
+            self._log_event("unlocked")
+
+    def _finish(self, path: str, text: str, dom: dict[str, Any], failure: str | None) -> int:
+        """After the lock: destroy the domain again on a fault (or if it was destroyed
+        meanwhile), else unpause it, spend `daemonize_delay` and leave a monitor behind."""
+        name, domid = dom["name"], dom["domid"]
         with store.transaction(self.state_dir) as state:
             built = [d for d in state["domains"] if d["uuid"] == dom["uuid"]]
             state["domains"] = [d for d in state["domains"] if d["uuid"] != dom["uuid"]]
-            if failure is not None or not built:  # a fault, or destroyed while built
-                kind = failure or "gone"
-                _err(failure_text(kind, path, domid, _kernel_of(text)), end="")
+            if failure is not None or not built:
+                _err(failure_text(failure or "gone", path, domid, _kernel_of(text)), end="")
                 return 3
             built[0].update({**self._new_domain(name, domid, text), "uuid": dom["uuid"]})
             state["domains"].append(built[0])
             state["domains"].sort(key=lambda d: d["domid"])
+        self._phase(name, "daemonize_delay", hang_at="daemonize")
         pid = monitor.spawn(self.state_dir, dom["uuid"], name, self.faults)
         with store.transaction(self.state_dir) as state:
             for listed in state["domains"]:

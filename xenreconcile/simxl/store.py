@@ -5,8 +5,11 @@ processes (and the test's own `SimXl` object) share it:
 
     domains.json   the domains and id counter, replaced atomically (temp + rename)
     lock           flock()ed for every read-modify-write of domains.json
+    xl.conf        optional, the simulated /etc/xen/xl.conf: only `lockfile` is read
+    xl.lock        xl's create lock (real xl: /var/lock/xl), unless xl.conf names another
     faults.json    fault knobs, read on every invocation (see the package docstring)
-    calls.jsonl    one JSON line when an invocation starts and one when it ends
+    calls.jsonl    one JSON line when an invocation starts, one when it ends, and
+                   one at each step of a create around the create lock
     boot           the simulated Dom0 boot: `boot_id ID` and `btime EPOCH` lines, the
                    format of xenreconcile's XENRECONCILE_BOOT_FILE
     xl-NAME.log    monitor output when the `monitor_fds` fault knob is "log"
@@ -202,8 +205,14 @@ def log_call(state_dir: Path, record: dict[str, Any]) -> None:
         os.close(fd)
 
 
+# The steps of a create around xl's lock, and the field of the call that records each.
+LOCK_STEPS = {"lock_wait": "lock_requested", "locked": "lock_acquired", "unlocked": "lock_released"}
+
+
 def read_calls(state_dir: Path) -> list[dict[str, Any]]:
-    """Every invocation, merged from its start and end records, in start order."""
+    """Every invocation, merged from its records, in start order: time, argv, pid,
+    name, rc and end (None while running or if killed), and for a create the
+    times of LOCK_STEPS it reached."""
     calls: dict[int, dict[str, Any]] = {}
     order: list[dict[str, Any]] = []
     try:
@@ -212,12 +221,17 @@ def read_calls(state_dir: Path) -> list[dict[str, Any]]:
         return []
     for line in text.splitlines():
         record = json.loads(line)
-        if record.get("event") == "start":
+        event = record.get("event")
+        if event == "start":
             call = {k: v for k, v in record.items() if k != "event"} | {"rc": None}
             calls[record["pid"]] = call
             order.append(call)
-        elif record.get("pid") in calls:
+        elif record.get("pid") not in calls:
+            continue
+        elif event == "end":
             call = calls[record["pid"]]
             call["rc"] = record.get("rc")
             call["end"] = record.get("time")
+        elif event in LOCK_STEPS:
+            calls[record["pid"]][LOCK_STEPS[event]] = record.get("time")
     return order
