@@ -87,6 +87,12 @@ def test_hold_release_and_accept_state_settle_the_doubt() -> None:
 def test_doubts_outlive_a_missing_file_and_a_dom0_reboot() -> None:
     memory = Memory(guests={"web": GuestMemory(uncertain=DOUBT, attempts=3)}, uncertain="all")
     plan = planner.plan(desired(), (DOM0,), memory, (), NOW, SETTINGS)
+    # A name with no file is kept whole for a while (a file moved away and back)...
+    assert plan.memory.guest("web") == GuestMemory(uncertain=DOUBT, attempts=3, absent_at=NOW)
+    assert states(plan) == {"web": GuestState.UNCERTAIN}
+    # ...then only its marks and the doubt about them are kept.
+    later = NOW + planner.FORGET_AFTER
+    plan = planner.plan(desired(), (DOM0,), plan.memory, (), later, SETTINGS)
     assert plan.memory.guest("web") == GuestMemory(uncertain=DOUBT)
     assert states(plan) == {"web": GuestState.UNCERTAIN}
     rebooted = planner.new_boot(memory, 2000.0)

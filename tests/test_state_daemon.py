@@ -17,7 +17,7 @@ from xenreconcile.config import parse_config
 from xenreconcile.daemon import Daemon
 from xenreconcile.models import GuestMemory, Memory
 from xenreconcile.simxl import wait_until
-from xenreconcile.state import StateStore
+from xenreconcile.state import Boot, StateStore
 
 NOBODY = 65534
 NOTIFY = "import os, sys\nwith open(sys.argv[1], 'a') as f:\n    f.write(os.environ['XR_EVENT'] + ' ' + os.environ['XR_GUEST'] + ' ' + os.environ['XR_ERROR'] + '\\n')\n"  # noqa: E501
@@ -51,7 +51,7 @@ def make(tmp_path: Path) -> Iterator[MakeDaemon]:
             config_path=str(config_path),
             clock=FakeClock(),
             runner=xl,
-            boot_time=lambda: 1000.0,
+            read_boot=lambda: Boot("boot-1", 1000.0, 10.0),
             use_watcher=False,
             create_starter=inline_starter(xl),  # type: ignore[arg-type]
         )
@@ -186,7 +186,9 @@ def test_a_request_reason_that_is_not_a_string_never_reaches_the_state(
     steps(daemon)
     assert "reason must be a string, not list" in str(events(tmp_path, "bad_request")[0]["error"])
     assert not request.exists()
-    assert StateStore(str(tmp_path / "state")).load() == (daemon.memory, None)
+    saved, warning = StateStore(str(tmp_path / "state")).load()
+    assert warning is None
+    assert (saved.guests, saved.uncertain) == (daemon.memory.guests, daemon.memory.uncertain)
     assert not daemon.memory.guest("web").held
 
 

@@ -20,7 +20,13 @@ from xenreconcile.daemon import STATUS_FILE, Daemon, DaemonError, xl_command
 from xenreconcile.demo import run_demo
 from xenreconcile.guestdir import GuestDirScanner
 from xenreconcile.models import Domain, GuestState, Memory, Plan
-from xenreconcile.state import StateStore, read_private, trusted_uids, unsafe_path_problem
+from xenreconcile.state import (
+    StateDirError,
+    StateStore,
+    read_private,
+    trusted_uids,
+    unsafe_path_problem,
+)
 from xenreconcile.xl import ToolstackError, XlRunner
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
@@ -39,6 +45,11 @@ def dispatch(args: argparse.Namespace) -> int:
     handler = COMMANDS[args.command]
     try:
         return handler(config, args)
+    except StateDirError as exc:
+        # An unsafe state_dir is a set-up error, like a bad config: restarting
+        # cannot mend it, the admin must (the message says how).
+        print(f"xenreconcile: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except (DaemonError, OSError) as exc:
         # A failure at run time, not a usage error: the service manager restarts
         # a daemon that exits 1, and never one that exits 2.
