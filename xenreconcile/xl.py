@@ -17,6 +17,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -38,8 +39,10 @@ STDERR_TAIL_LINES = 20
 DEFAULT_KILL_GRACE = 5.0
 NOT_RUN = 127  # the exit code reported when xl was not run at all, as a shell would
 # What `xl create` is given to read checked bytes from: its standard input, an
-# unnamed file. Linux reopens it through /proc, FreeBSD's devfs dups descriptor 0.
-STDIN_PATH = "/dev/stdin"
+# unnamed file. Linux reopens it through /proc (/dev/stdin is a symlink that only
+# udev makes, and a minimal Dom0 has none: real xl then fails "No such file"),
+# FreeBSD's devfs always has /dev/fd/0 and dups descriptor 0 on open.
+STDIN_PATH = "/proc/self/fd/0" if sys.platform.startswith("linux") else "/dev/fd/0"
 
 # One table row, parsed from the right: name, ID, Mem, VCPUs, State, Time.
 # xl prints the name left-aligned, padded with ASCII spaces (printf "%-40s "):
@@ -234,7 +237,7 @@ class XlRunner:
         return self._create(path, subprocess.DEVNULL)
 
     def create_from_bytes(self, data: bytes, shown_path: str) -> CreateResult:
-        """Run `xl create /dev/stdin` with `data` in an unnamed file on its standard
+        """Run `xl create STDIN_PATH` with `data` in an unnamed file on its standard
         input, so that xl reads exactly `data` through a path nobody can swap, and
         report how it ended as `create` does, naming `shown_path` where xl names
         its file. xl reads its cfg once, at create: a guest's reboot reuses it."""
