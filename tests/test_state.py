@@ -488,6 +488,16 @@ def test_a_symlink_through_a_user_owned_dir_is_refused(tmp_path: Path) -> None:
         StateStore(str(home / "link")).try_lock()
 
 
+def test_a_user_owned_symlink_on_the_way_is_refused(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    os.lchown(link, NOBODY, NOBODY)
+    with pytest.raises(StateDirError, match=f"symlink {link} owned by uid {NOBODY}"):
+        StateStore(str(link)).try_lock()
+
+
 def test_a_root_owned_sticky_ancestor_and_a_safe_symlink_are_accepted(tmp_path: Path) -> None:
     shared = tmp_path / "shared"
     shared.mkdir()

@@ -44,6 +44,7 @@ from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from xenreconcile import trust
 from xenreconcile.models import GuestMemory, Memory
 
 STATE_FILE = "state.json"
@@ -55,7 +56,6 @@ FORMAT_VERSION = 1
 MAX_STATE_BYTES = 64 * 1024 * 1024
 MAX_COUNT = 10**9  # the largest failure count a state file may hold
 MAX_INT_DIGITS = 20  # longer integer literals are damage (and Python refuses > 4300)
-MAX_SYMLINKS = 40
 
 _GUEST_FIELDS = {f.name: f for f in dataclasses.fields(GuestMemory)}
 _GUEST_TYPES = typing.get_type_hints(GuestMemory)
@@ -98,42 +98,32 @@ def trusted_uids() -> frozenset[int]:
 
 def unsafe_path_problem(path: str, uids: Collection[int]) -> str | None:
     """Given a directory path and the trusted owners, walk it from `/`, resolving
-    symlinks one at a time, and return a sentence naming the first directory that
-    is not owned by a trusted uid or is writable by group or others (a root-owned
-    sticky directory such as /tmp is accepted on the way, not as the directory
-    itself); None when all is well. A missing tail is fine: it is created 0700."""
-    pending = _parts(os.path.abspath(path))
-    current = "/"
-    problem = _dir_problem(current, os.stat(current), uids, last=not pending)
-    links = 0
-    while pending and problem is None:
-        part = pending.pop(0)
-        if part == "..":
-            current = os.path.dirname(current)
+    symlinks one at a time (`trust.resolve`), and return a sentence naming the
+    first symlink or directory that someone else could change (see `trust`; a
+    root-owned sticky directory such as /tmp is accepted on the way, not as the
+    directory itself); None when all is well. A missing tail is fine: it is
+    created 0700."""
+    target = os.path.abspath(path)
+    existing = target
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    try:
+        steps = trust.resolve(existing)
+    except FileNotFoundError:  # a dangling symlink on the way: nothing to create through
+        return f"{path}: leads through a symlink to nothing"
+    except OSError as e:
+        return f"{path}: {e.strerror}"
+    last = len(steps) - 1
+    for index, step in enumerate(steps):
+        if step.is_link:
+            if step.st.st_uid not in uids:
+                return f"symlink {step.path} {trust.owner_problem(step.st, uids)} (chown -h it)"
             continue
-        candidate = os.path.join(current, part)
-        try:
-            st = os.lstat(candidate)
-        except FileNotFoundError:
-            return None
-        except OSError as e:
-            return f"{candidate}: {e.strerror}"
-        if stat.S_ISLNK(st.st_mode):
-            links += 1
-            if links > MAX_SYMLINKS:
-                return f"{path}: too many levels of symbolic links"
-            target = os.readlink(candidate)
-            if os.path.isabs(target):
-                current = "/"
-            pending[:0] = _parts(target)
-            continue
-        current = candidate
-        problem = _dir_problem(current, st, uids, last=not pending)
-    return problem
-
-
-def _parts(path: str) -> list[str]:
-    return [part for part in path.split("/") if part not in ("", ".")]
+        final = index == last and existing == target
+        problem = _dir_problem(step.path, step.st, uids, last=final)
+        if problem is not None:
+            return problem
+    return None
 
 
 def _dir_problem(path: str, st: os.stat_result, uids: Collection[int], *, last: bool) -> str | None:
