@@ -63,17 +63,26 @@ on_crash = "destroy"
 CFG
 }
 
-# an `xl` that records every call (time, arguments) before running the real one
+# an `xl` that records every call (time, arguments) before running the real one; for a
+# create it adds `cfgname=NAME`, the cfg's own name: the daemon hands xl the checked bytes
+# on its standard input (/proc/self/fd/0), not the file's path
 install_xl_audit() {
   cat > /usr/local/sbin/xl-audit <<'XL'
 #!/bin/sh
-echo "$(date +%s.%N) $*" >> /var/log/xen/xl-audit.log
+extra=
+if [ "$1" = create ] && [ -r "$2" ]; then
+  extra=" cfgname=$(sed -n 's/^name *= *"\(.*\)".*/\1/p' "$2" | head -n 1)"
+fi
+echo "$(date +%s.%N) $*$extra" >> /var/log/xen/xl-audit.log
 exec /usr/sbin/xl "$@"
 XL
   chmod 755 /usr/local/sbin/xl-audit
 }
-# creates of guest cfg $1 (file name without .cfg) recorded since epoch time $2
-creates_since() { awk -v t="$2" -v f="/$1.cfg" '$1 >= t && $2 == "create" && index($0, f) { n++ } END { print n + 0 }' /var/log/xen/xl-audit.log 2>/dev/null; }
+# times of the creates of guest $1 (its cfg's name, which is also its file name without
+# .cfg) in the xl audit log, one a line
+create_times() { awk -v g="cfgname=$1" '$2 == "create" && $NF == g { print $1 }' /var/log/xen/xl-audit.log 2>/dev/null; }
+# creates of guest $1 recorded since epoch time $2
+creates_since() { create_times "$1" | awk -v t="$2" '$1 >= t { n++ } END { print n + 0 }'; }
 
 # save_logs: copy Dom0 logs of this boot to the share for the host to keep
 save_logs() {

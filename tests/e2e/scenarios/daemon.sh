@@ -142,8 +142,7 @@ s3_bad_cfgs() {
     wait_until 60 fresh_backoff nokernel
   if wait_until 60 attempts_at_least nokernel 2; then
     pass "S3.nokernel.retry a second attempt followed after the backoff"
-    gap=$(awk '$2 == "create" && index($0, "/nokernel.cfg") { t[n++] = $1 } END { if (n > 1) printf "%.1f", t[1] - t[0] }' \
-      /var/log/xen/xl-audit.log)
+    gap=$(create_times nokernel | awk '{ t[n++] = $1 } END { if (n > 1) printf "%.1f", t[1] - t[0] }')
     figure nokernel_first_retry_after "$gap" s
   else
     fail "S3.nokernel.retry no second attempt within 60 s"
