@@ -311,6 +311,13 @@ class Config:
         "may be on the way): a cfg names programs that Dom0 runs as root. The config "
         "file itself is always checked so, whatever this key says.",
     )
+    precondition_timeout: float = duration(
+        600.0,
+        "A guest whose disk, `kernel`, `ramdisk` or vif `bridge` does not exist yet "
+        "waits for it, with no create and no failure counted; after this long it is "
+        "also reported as a problem and notified once. Not acted on yet: read and "
+        "checked only.",
+    )
     guests: dict[str, GuestOverride] = named_sections(
         GuestOverride,
         "Per-guest settings, keyed by the guest's name (the cfg's `name`, not the file name).",
