@@ -234,6 +234,17 @@ def test_bad_config(tmp_path: Path, case: str) -> None:
     assert result.stderr.startswith(f"xenreconcile: {setup.config}, line ")
 
 
+def test_check_prints_every_config_problem(tmp_path: Path) -> None:
+    setup = Setup(tmp_path)
+    setup.config.write_text("intervall: 5s\nbackoff: {max: [1]}\n", encoding="utf-8")
+    result = setup.cli("check")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"xenreconcile: {setup.config}, line 1: intervall: unknown key; did you mean 'interval'?",
+        f"xenreconcile: {setup.config}, line 2: backoff.max: expected a duration, got a list",
+    ]
+
+
 # --- the running daemon -------------------------------------------------------------------
 
 
@@ -274,6 +285,20 @@ def test_sighup_with_a_broken_config_keeps_the_old_one(run: DaemonRun) -> None:
 
 
 SIGHUP_MESSAGE = "line 1: interval: 'fast' is not a duration"
+
+
+@pytest.mark.integration
+def test_sighup_with_several_config_problems_logs_them_all(run: DaemonRun) -> None:
+    run.start()
+    run.config_path.write_text("interval: fast\nconcurrency: 0\n", encoding="utf-8")
+    run.signal(signal.SIGHUP)
+    failed = wait_for(lambda: run.events("config_reload_failed"), 10, "config_reload_failed")
+    assert failed[0]["error"].splitlines() == [
+        f"{run.config_path}, line 1: interval: 'fast' is not a duration; use seconds (30) "
+        "or units h, m, s (30s, 5m, 1h30m)",
+        f"{run.config_path}, line 2: concurrency: must be at least 1, got 0",
+    ]
+    assert failed[0]["kept"] == "previous config"
 
 
 @pytest.mark.integration

@@ -336,6 +336,55 @@ def test_non_string_key_says_quote_it() -> None:
     assert "quote it" in err.message
 
 
+# --- every problem at once ----------------------------------------------------------------
+
+
+def test_every_problem_of_a_file_is_reported() -> None:
+    err = error_of(
+        "intervall: 5\n"
+        "concurrency: 0\n"
+        "backoff:\n"
+        "  max: soon\n"
+        "  jitter: [1]\n"
+        "guests:\n"
+        "  web: {hold: maybe}\n"
+        "  db: 7\n"
+        "watch: poll\n"
+        "watch: kqueue\n"
+    )
+    found = [(e.key, e.line) for e in err.errors]
+    assert found == [
+        ("intervall", 1),
+        ("concurrency", 2),
+        ("backoff.max", 4),
+        ("backoff.jitter", 5),
+        ("guests.web.hold", 7),
+        ("guests.db", 8),
+        ("watch", 10),
+    ]
+    assert str(err).splitlines() == [str(e) for e in err.errors]
+    assert all(line.startswith("test.yaml, line ") for line in str(err).splitlines())
+    assert (err.key, err.line) == ("intervall", 1)
+
+
+def test_a_broken_relation_is_reported_with_the_other_problems() -> None:
+    err = error_of("interval: fast\nbackoff:\n  initial: 1m\n  max: 30s\n")
+    assert [e.key for e in err.errors] == ["interval", "backoff.max"]
+    assert "must not be smaller than backoff.initial (60s)" in err.errors[1].message
+
+
+def test_a_relation_with_an_invalid_key_is_not_checked() -> None:
+    err = error_of("backoff:\n  initial: soon\n  max: 30s\n")
+    assert [e.key for e in err.errors] == ["backoff.initial"]
+
+
+def test_a_single_problem_is_its_own_list() -> None:
+    err = error_of("interval: 0\n")
+    assert len(err.errors) == 1
+    assert str(err) == str(err.errors[0])
+    assert str(err) == "test.yaml, line 1: interval: must be greater than 0, got 0"
+
+
 # --- loading files ------------------------------------------------------------------------
 
 

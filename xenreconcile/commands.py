@@ -40,7 +40,8 @@ def dispatch(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        print(f"xenreconcile: {exc}", file=sys.stderr)
+        for error in exc.errors:
+            print(f"xenreconcile: {error}", file=sys.stderr)
         return EXIT_USAGE
     handler = COMMANDS[args.command]
     try:

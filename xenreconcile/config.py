@@ -1,10 +1,11 @@
-"""The daemon config: one schema drives validation, defaults, the sample config and
-the man page's key list.
+"""The daemon config: read and check a YAML file against the schema (`schema`),
+and render the schema as the sample config and the man page's key list.
 
 The YAML text is composed into nodes (not constructed into Python values at once)
 so that every check knows the key path, the line, and how the value was written:
 an unquoted `no` given for a string key, or `010` given for a duration, is a YAML
-1.1 trap that is reported instead of silently becoming `False` or `8`.
+1.1 trap that is reported instead of silently becoming `False` or `8`. Every
+problem of a file is reported (`ConfigErrors`), not only the first.
 
 Run `python -m xenreconcile.config --sample` to print the sample config, or
 `--table` for the key list (tab separated: key, type, default, description).
@@ -13,7 +14,6 @@ Run `python -m xenreconcile.config --sample` to print the sample config, or
 from __future__ import annotations
 
 import difflib
-import enum
 import math
 import os
 import re
@@ -21,14 +21,14 @@ import stat
 import sys
 import textwrap
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
-from xenreconcile import trust
-from xenreconcile.models import Backoff, GuestOverride, PlannerSettings
-from xenreconcile.watch import CHOICES as WATCH_CHOICES
+from xenreconcile import schema, trust
+from xenreconcile.schema import Kind, Option, Spec, options
+
+Config = schema.Config  # the loader's result, named here for its callers
 
 DEFAULT_CONFIG_PATH = "/usr/local/etc/xenreconcile.yaml"
 CONFIG_ENV = "XENRECONCILE_CONFIG"
@@ -80,6 +80,11 @@ class ConfigError(Exception):
         what = f"{self.key}: " if self.key else ""
         return f"{where}{what}{self.message}"
 
+    @property
+    def errors(self) -> tuple[ConfigError, ...]:
+        """Every problem this error stands for: itself alone (see `ConfigErrors`)."""
+        return (self,)
+
     def located(self, source: str | None = None, line: int | None = None) -> ConfigError:
         """A copy of this error with `source` and `line` filled in where not yet known."""
         return ConfigError(
@@ -90,292 +95,27 @@ class ConfigError(Exception):
         )
 
 
-class Kind(enum.StrEnum):
-    """The value types of the schema, named as the man page and errors show them."""
+class ConfigErrors(ConfigError):
+    """Several problems of one config (in the order of the file). It reads as
+    its first problem (`message`, `key`, `line`); its text lists them all, one a
+    line, and `errors` holds each."""
 
-    PATH = "absolute path"
-    LOG_PATH = "absolute path or -"
-    COMMAND = "program or list"
-    ARGV = "list of strings"
-    CHOICE = "choice"
-    DURATION = "duration"
-    INT = "integer"
-    NUMBER = "number"
-    BOOL = "boolean"
-    SECTION = "mapping"
-    GUESTS = "mapping of guest names"
+    def __init__(self, errors: Sequence[ConfigError]) -> None:
+        self._errors = tuple(problem for error in errors for problem in error.errors)
+        first = self._errors[0]
+        super().__init__(first.message, source=first.source, key=first.key, line=first.line)
 
-
-@dataclass(frozen=True)
-class Option:
-    """One config key: its type, default (the parsed value), description, and
-    limits. `children` are the keys of a nested section (`backoff`, `guests.NAME`)."""
-
-    key: str
-    kind: Kind
-    default: Any
-    description: str
-    choices: tuple[str, ...] = ()
-    minimum: float | None = None
-    exclusive_minimum: bool = False
-    children: tuple[Option, ...] = ()
-    example: str | None = None
+    def __str__(self) -> str:
+        return "\n".join(str(error) for error in self._errors)
 
     @property
-    def type_name(self) -> str:
-        """The type as shown in errors and the man page."""
-        if self.kind is Kind.CHOICE:
-            return " | ".join(self.choices)
-        return str(self.kind)
+    def errors(self) -> tuple[ConfigError, ...]:
+        """Each problem, as a single ConfigError."""
+        return self._errors
 
-
-BACKOFF_OPTIONS: tuple[Option, ...] = (
-    Option(
-        "initial",
-        Kind.DURATION,
-        10.0,
-        "Delay before the first retry of a failed create. Also the shortest time "
-        "between two tries of a failing guest, however often its file changes.",
-        minimum=0,
-    ),
-    Option(
-        "multiplier",
-        Kind.NUMBER,
-        2.0,
-        "Each further failure multiplies the delay by this factor.",
-        minimum=1,
-    ),
-    Option("max", Kind.DURATION, 600.0, "Upper bound of the retry delay.", minimum=0),
-    Option(
-        "jitter",
-        Kind.DURATION,
-        5.0,
-        "Up to this much random delay is added to each retry, so that guests "
-        "failing together do not retry together.",
-        minimum=0,
-    ),
-    Option(
-        "give_up_after",
-        Kind.INT,
-        0,
-        "After this many consecutive failures the guest is failed until "
-        "`xenreconcile retry NAME` or a change of its file; 0 = never give up.",
-        minimum=0,
-    ),
-)
-
-GUEST_OPTIONS: tuple[Option, ...] = (
-    Option(
-        "order",
-        Kind.INT,
-        50,
-        "Start order: a guest waits until every guest of a lower order is running, held or failed.",
-    ),
-    Option(
-        "hold",
-        Kind.BOOL,
-        False,
-        "Never create this guest (a running one is left alone).",
-    ),
-)
-
-OPTIONS: tuple[Option, ...] = (
-    Option(
-        "guests_dir",
-        Kind.PATH,
-        "/usr/local/etc/xen/guests",
-        "Directory of guest xl.cfg files: every `*.cfg` directly in it is a guest to keep running.",
-    ),
-    Option(
-        "xl",
-        Kind.COMMAND,
-        ("xl",),
-        "The xl program: a path or a name looked up on PATH, or a list of the program "
-        "and leading arguments (no shell).",
-        example="[/usr/local/sbin/xl]",
-    ),
-    Option(
-        "state_dir",
-        Kind.PATH,
-        "/var/db/xenreconcile",
-        "Directory of the daemon's memory (state.json, its last good copy state.json.prev), "
-        "lock file and requests; it and every directory above it must be owned by root (or "
-        "the daemon's user) and not writable by group or others (a root-owned sticky "
-        "directory such as /tmp is fine above it); created 0700.",
-    ),
-    Option(
-        "log_file",
-        Kind.LOG_PATH,
-        "/var/log/xen/xenreconcile.log",
-        "Log file; reopened by itself after rotation, and on SIGHUP; `-` logs to stderr.",
-    ),
-    Option(
-        "log_format",
-        Kind.CHOICE,
-        "logfmt",
-        "One event per line as key=value pairs (logfmt) or JSON objects (json).",
-        choices=("logfmt", "json"),
-    ),
-    Option(
-        "log_level",
-        Kind.CHOICE,
-        "info",
-        "Least severe level written to the log.",
-        choices=("debug", "info", "warning", "error"),
-    ),
-    Option(
-        "interval",
-        Kind.DURATION,
-        30.0,
-        "Time between two full passes (a change in guests_dir triggers one sooner).",
-        minimum=0,
-        exclusive_minimum=True,
-    ),
-    Option(
-        "watch",
-        Kind.CHOICE,
-        "auto",
-        "How changes in guests_dir are noticed: inotify (Linux), kqueue (FreeBSD), "
-        "poll, or auto (the best one available).",
-        choices=WATCH_CHOICES,
-    ),
-    Option(
-        "concurrency",
-        Kind.INT,
-        4,
-        "Most `xl create` commands in flight at once.",
-        minimum=1,
-    ),
-    Option(
-        "start_delay",
-        Kind.DURATION,
-        0.0,
-        "Pause between two creates, against boot storms.",
-        minimum=0,
-    ),
-    Option(
-        "xl_timeout",
-        Kind.DURATION,
-        120.0,
-        "An `xl create` still running after this long is killed (its process group) "
-        "and counts as a failure.",
-        minimum=0,
-        exclusive_minimum=True,
-    ),
-    Option(
-        "list_timeout",
-        Kind.DURATION,
-        30.0,
-        "An `xl list` still running after this long is killed; that pass takes no action.",
-        minimum=0,
-        exclusive_minimum=True,
-    ),
-    Option(
-        "missing_grace",
-        Kind.DURATION,
-        5.0,
-        "A guest seen running earlier must stay missing this long before it is "
-        "recreated, so that xl's own on_reboot=restart is never raced.",
-        minimum=0,
-    ),
-    Option(
-        "stable_after",
-        Kind.DURATION,
-        60.0,
-        "A created guest that vanishes within this time counts as a failed create; "
-        "one that stays up this long has its failure count reset.",
-        minimum=0,
-    ),
-    Option(
-        "stop_timeout",
-        Kind.DURATION,
-        15.0,
-        "On SIGTERM, how long to wait for creates in flight before exiting "
-        "(they are left to finish on their own, never killed).",
-        minimum=0,
-    ),
-    Option(
-        "notify_command",
-        Kind.ARGV,
-        (),
-        "Program and arguments (a list, no shell) run when a guest gives up, first "
-        "fails after running, recovers, or a failed create leaves its domain behind "
-        "paused, and at start while a damaged state file left guests uncertain; it "
-        "gets XR_GUEST, XR_EVENT and XR_ERROR in its environment. "
-        "Empty: no notifications.",
-        example="[/usr/local/libexec/xr-notify, --mail, root]",
-    ),
-    Option(
-        "backoff",
-        Kind.SECTION,
-        Backoff(),
-        "Retry delays after a failed create: initial * multiplier ** (failures - 1), "
-        "capped at max, plus up to jitter.",
-        children=BACKOFF_OPTIONS,
-    ),
-    Option(
-        "strict_permissions",
-        Kind.BOOL,
-        True,
-        "Refuse the guests directory and cfg files unless they, and every directory "
-        "and symlink on the way to them, are owned by root (or the daemon's user) and "
-        "not writable by group or others (a root-owned sticky directory such as /tmp "
-        "may be on the way): a cfg names programs that Dom0 runs as root. The config "
-        "file itself is always checked so, whatever this key says.",
-    ),
-    Option(
-        "guests",
-        Kind.GUESTS,
-        {},
-        "Per-guest settings, keyed by the guest's name (the cfg's `name`, not the file name).",
-        children=GUEST_OPTIONS,
-        example="web",
-    ),
-)
-
-_OPTIONS_BY_KEY = {option.key: option for option in OPTIONS}
-
-
-def _default(key: str) -> Any:
-    return _OPTIONS_BY_KEY[key].default
-
-
-@dataclass(frozen=True)
-class Config:
-    """The daemon config. Defaults come from the schema (`OPTIONS`); `source` is
-    the file it was read from (None: defaults only)."""
-
-    guests_dir: str = _default("guests_dir")
-    xl: tuple[str, ...] = _default("xl")
-    state_dir: str = _default("state_dir")
-    log_file: str = _default("log_file")
-    log_format: str = _default("log_format")
-    log_level: str = _default("log_level")
-    interval: float = _default("interval")
-    watch: str = _default("watch")
-    concurrency: int = _default("concurrency")
-    start_delay: float = _default("start_delay")
-    xl_timeout: float = _default("xl_timeout")
-    list_timeout: float = _default("list_timeout")
-    missing_grace: float = _default("missing_grace")
-    stable_after: float = _default("stable_after")
-    stop_timeout: float = _default("stop_timeout")
-    notify_command: tuple[str, ...] = _default("notify_command")
-    backoff: Backoff = field(default_factory=lambda: _default("backoff"))
-    strict_permissions: bool = _default("strict_permissions")
-    guests: dict[str, GuestOverride] = field(default_factory=dict)
-    source: str | None = None
-
-    def planner_settings(self) -> PlannerSettings:
-        """The part of this config the planner decides with."""
-        return PlannerSettings(
-            concurrency=self.concurrency,
-            start_delay=self.start_delay,
-            missing_grace=self.missing_grace,
-            stable_after=self.stable_after,
-            backoff=self.backoff,
-            guests=dict(self.guests),
-        )
+    def located(self, source: str | None = None, line: int | None = None) -> ConfigErrors:
+        """A copy with `source` and `line` filled in, in each problem, where not yet known."""
+        return ConfigErrors([error.located(source, line) for error in self._errors])
 
 
 # --- loading ------------------------------------------------------------------------------
@@ -433,7 +173,9 @@ def _read_trusted(source: str) -> bytes:
 
 
 def parse_config(text: str, source: str) -> Config:
-    """Validate the YAML `text` read from `source` (a name used in errors) into a Config."""
+    """Validate the YAML `text` read from `source` (a name used in errors) into a
+    Config. Raises ConfigError; problems in the keys are all reported at once
+    (a ConfigErrors)."""
     try:
         root = yaml.SafeLoader(text).get_single_node()
     except yaml.MarkedYAMLError as e:
@@ -445,61 +187,89 @@ def parse_config(text: str, source: str) -> Config:
         return Config(source=source)
     if not isinstance(root, yaml.MappingNode):
         raise ConfigError(
-            f"the top level must be a mapping of keys, not a {_node_type(root)}",
+            f"the top level must be a mapping of keys, not {_a(_node_type(root))}",
             source=source,
             line=_line(root),
         )
     try:
-        values = _read_section(root, OPTIONS, "")
-        _check_relations(values)
+        values = _read_section(root, Config, "")
     except ConfigError as e:
-        raise e.located(source) from None
+        raise ConfigErrors(sorted(e.located(source).errors, key=_line_order)) from None
     return Config(**values, source=source)
 
 
-def _check_relations(values: dict[str, Any]) -> None:
-    backoff = values.get("backoff")
-    if isinstance(backoff, Backoff) and backoff.max < backoff.initial:
-        raise ConfigError(
-            f"must not be smaller than backoff.initial ({backoff.initial:g}s)", key="backoff.max"
-        )
+def _line_order(error: ConfigError) -> float:
+    """Sort key: the error's line; one that spans several keys (no line) goes last."""
+    return math.inf if error.line is None else error.line
 
 
-def _read_section(node: yaml.MappingNode, options: Sequence[Option], prefix: str) -> dict[str, Any]:
+def _read_section(node: yaml.MappingNode, section: type[Any], prefix: str) -> dict[str, Any]:
     """The values of the keys in mapping `node` (only those present), checked
-    against `options`; `prefix` is the key path of the mapping (`backoff.`)."""
-    by_key = {option.key: option for option in options}
+    against the schema dataclass `section`; `prefix` is the key path of the
+    mapping (`backoff.`). Raises ConfigErrors with every problem found."""
+    known = {option.key: option for option in options(section)}
     values: dict[str, Any] = {}
-    for key, key_node, value_node in _mapping_items(node, prefix):
-        option = by_key.get(key)
+    invalid: set[str] = set()
+    errors: list[ConfigError] = []
+    for key, key_node, value_node in _mapping_items(node, prefix, errors):
+        option = known.get(key)
         if option is None:
-            raise ConfigError(
-                _unknown_key_message(key, by_key), key=prefix + key, line=_line(key_node)
-            )
-        values[key] = _read_value(value_node, option, prefix + key)
+            message = _unknown_key_message(key, known)
+            errors.append(ConfigError(message, key=prefix + key, line=_line(key_node)))
+            continue
+        try:
+            values[key] = _read_value(value_node, option.spec, prefix + key)
+        except ConfigError as e:
+            errors.append(e)
+            invalid.add(key)
+    errors += _relation_errors(values, known, invalid, prefix)
+    if errors:
+        raise ConfigErrors(errors)
     return values
 
 
-def _mapping_items(node: yaml.MappingNode, prefix: str) -> list[tuple[str, yaml.Node, yaml.Node]]:
-    """The (key, key node, value node) pairs of `node`; duplicate keys and keys
-    that are not plain strings are errors."""
+def _relation_errors(
+    values: Mapping[str, Any], known: Mapping[str, Option], invalid: set[str], prefix: str
+) -> list[ConfigError]:
+    """The `not_below` rules of a section broken by its `values` (defaults for the
+    keys not given); a rule that involves an `invalid` key is not checked."""
+    errors = []
+    for option in known.values():
+        other = option.spec.not_below
+        if other is None or {option.key, other} & invalid:
+            continue
+        value = values.get(option.key, option.default)
+        bound = values.get(other, known[other].default)
+        if value < bound:
+            errors.append(
+                ConfigError(
+                    f"must not be smaller than {prefix}{other} ({format_duration(bound)})",
+                    key=prefix + option.key,
+                )
+            )
+    return errors
+
+
+def _mapping_items(
+    node: yaml.MappingNode, prefix: str, errors: list[ConfigError]
+) -> list[tuple[str, yaml.Node, yaml.Node]]:
+    """The (key, key node, value node) pairs of `node`; a duplicate key, or one
+    that is not a plain string, is left out and added to `errors`."""
     seen: dict[str, int | None] = {}
     items: list[tuple[str, yaml.Node, yaml.Node]] = []
     for key_node, value_node in node.value:
         if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _STR_TAG:
             shown = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
-            raise ConfigError(
-                f"key {shown!r} is a YAML {_node_type(key_node)}, not a string; quote it",
-                key=prefix.rstrip(".") or None,
-                line=_line(key_node),
+            message = f"key {shown!r} is a YAML {_node_type(key_node)}, not a string; quote it"
+            errors.append(
+                ConfigError(message, key=prefix.rstrip(".") or None, line=_line(key_node))
             )
+            continue
         key = str(key_node.value)
         if key in seen:
-            raise ConfigError(
-                f"duplicate key (first given on line {seen[key]})",
-                key=prefix + key,
-                line=_line(key_node),
-            )
+            message = f"duplicate key (first given on line {seen[key]})"
+            errors.append(ConfigError(message, key=prefix + key, line=_line(key_node)))
+            continue
         seen[key] = _line(key_node)
         items.append((key, key_node, value_node))
     return items
@@ -511,125 +281,149 @@ def _unknown_key_message(key: str, known: Mapping[str, Option]) -> str:
     return f"unknown key{hint}"
 
 
-def _read_value(node: yaml.Node, option: Option, key: str) -> Any:
-    """The checked value of `option` at `node`, as the Config holds it."""
+def _read_value(node: yaml.Node, spec: Spec, key: str) -> Any:
+    """The checked value at `node` of the key `spec` describes, as the Config holds it."""
     try:
-        return _VALUE_READERS[option.kind](node, option, key)
+        return _VALUE_READERS[spec.kind](node, spec, key)
+    except ConfigErrors:
+        raise  # a nested section's problems, each located where it was found
     except ConfigError as e:
         raise e.located(line=_line(node)) from None
 
 
-def _read_path(node: yaml.Node, option: Option, key: str) -> str:
-    value = _scalar_str(node, option, key)
-    if option.kind is Kind.LOG_PATH and value == "-":
+def _read_path(node: yaml.Node, spec: Spec, key: str) -> str:
+    value = _scalar_str(node, spec, key)
+    if spec.kind is Kind.LOG_PATH and value == "-":
         return value
     if not os.path.isabs(value):
         raise ConfigError(f"must be an absolute path, got {value!r}", key=key)
     return os.path.normpath(value)
 
 
-def _read_command(node: yaml.Node, option: Option, key: str) -> tuple[str, ...]:
+def _read_command(node: yaml.Node, spec: Spec, key: str) -> tuple[str, ...]:
     if isinstance(node, yaml.SequenceNode):
-        argv = _read_argv(node, option, key)
+        argv = _read_argv(node, spec, key)
         if not argv:
             raise ConfigError("must name a program, got an empty list", key=key)
         return argv
-    value = _scalar_str(node, option, key)
+    value = _scalar_str(node, spec, key)
     if not value:
         raise ConfigError("must name a program, got an empty string", key=key)
     return (value,)
 
 
-def _read_argv(node: yaml.Node, option: Option, key: str) -> tuple[str, ...]:
+def _read_argv(node: yaml.Node, spec: Spec, key: str) -> tuple[str, ...]:
     if _is_null(node):
         return ()
     if not isinstance(node, yaml.SequenceNode):
         raise ConfigError(
-            f"expected {_a(option.type_name)} (program and arguments, no shell), "
-            f"got a {_node_type(node)}",
+            f"expected {_a(spec.type_name)} (program and arguments, no shell), "
+            f"got {_a(_node_type(node))}",
             key=key,
         )
     argv = tuple(
-        _scalar_str(item, option, f"{key}[{index}]") for index, item in enumerate(node.value)
+        _scalar_str(item, spec, f"{key}[{index}]") for index, item in enumerate(node.value)
     )
     if argv and not argv[0]:
         raise ConfigError("the program must not be an empty string", key=f"{key}[0]")
     return argv
 
 
-def _read_choice(node: yaml.Node, option: Option, key: str) -> str:
-    value = _scalar_str(node, option, key)
-    if value not in option.choices:
-        raise ConfigError(f"must be one of {', '.join(option.choices)}; got {value!r}", key=key)
+def _read_choice(node: yaml.Node, spec: Spec, key: str) -> str:
+    value = _scalar_str(node, spec, key)
+    if value not in spec.choices:
+        raise ConfigError(f"must be one of {', '.join(spec.choices)}; got {value!r}", key=key)
     return value
 
 
-def _read_duration(node: yaml.Node, option: Option, key: str) -> float:
-    scalar = _scalar(node, option, key)
+def _read_duration(node: yaml.Node, spec: Spec, key: str) -> float:
+    scalar = _scalar(node, spec, key)
     if scalar.tag in (_INT_TAG, _FLOAT_TAG):
         _require_decimal(scalar, key)
         seconds = float(scalar.value)
     elif scalar.tag == _STR_TAG:
         seconds = parse_duration(scalar.value, key)
     else:
-        raise _type_error(scalar, option, key)
-    return _check_minimum(seconds, option, key)
+        raise _type_error(scalar, spec, key)
+    return _check_minimum(seconds, spec, key)
 
 
-def _read_int(node: yaml.Node, option: Option, key: str) -> int:
-    scalar = _scalar(node, option, key)
+def _read_int(node: yaml.Node, spec: Spec, key: str) -> int:
+    scalar = _scalar(node, spec, key)
     if scalar.tag != _INT_TAG:
-        raise _type_error(scalar, option, key)
+        raise _type_error(scalar, spec, key)
     _require_decimal(scalar, key)
-    return int(_check_minimum(int(scalar.value), option, key))
+    return int(_check_minimum(int(scalar.value), spec, key))
 
 
-def _read_number(node: yaml.Node, option: Option, key: str) -> float:
-    scalar = _scalar(node, option, key)
+def _read_number(node: yaml.Node, spec: Spec, key: str) -> float:
+    scalar = _scalar(node, spec, key)
     if scalar.tag not in (_INT_TAG, _FLOAT_TAG):
-        raise _type_error(scalar, option, key)
+        raise _type_error(scalar, spec, key)
     _require_decimal(scalar, key)
-    return _check_minimum(float(scalar.value), option, key)
+    return _check_minimum(float(scalar.value), spec, key)
 
 
-def _read_bool(node: yaml.Node, option: Option, key: str) -> bool:
-    scalar = _scalar(node, option, key)
+def _read_bool(node: yaml.Node, spec: Spec, key: str) -> bool:
+    scalar = _scalar(node, spec, key)
     if scalar.tag != _BOOL_TAG:
-        raise _type_error(scalar, option, key)
+        raise _type_error(scalar, spec, key)
     return scalar.value.lower() in ("true", "yes", "on")
 
 
-def _read_backoff(node: yaml.Node, option: Option, key: str) -> Backoff:
+def _read_subsection(node: yaml.Node, spec: Spec, key: str) -> Any:
+    """A nested section (`backoff`): an instance of its schema dataclass."""
+    section = _section_of(spec)
     if _is_null(node):
-        return Backoff()
+        return section()
     if not isinstance(node, yaml.MappingNode):
-        raise ConfigError(f"expected a mapping, got a {_node_type(node)}", key=key)
-    return Backoff(**_read_section(node, option.children, key + "."))
+        raise ConfigError(f"expected a mapping, got {_a(_node_type(node))}", key=key)
+    return section(**_read_section(node, section, key + "."))
 
 
-def _read_guests(node: yaml.Node, option: Option, key: str) -> dict[str, GuestOverride]:
+def _read_named_sections(node: yaml.Node, spec: Spec, key: str) -> dict[str, Any]:
+    """A mapping of guest names to sections (`guests`): name -> schema dataclass."""
+    section = _section_of(spec)
     if _is_null(node):
         return {}
     if not isinstance(node, yaml.MappingNode):
         raise ConfigError(
-            f"expected a mapping of guest names to settings, got a {_node_type(node)}", key=key
+            f"expected a mapping of guest names to settings, got {_a(_node_type(node))}", key=key
         )
-    guests = {}
-    for name, _name_node, settings in _mapping_items(node, key + "."):
+    named: dict[str, Any] = {}
+    errors: list[ConfigError] = []
+    for name, name_node, settings in _mapping_items(node, key + ".", errors):
         if not name:
-            raise ConfigError("a guest name must not be empty", key=key, line=_line(_name_node))
-        guest_key = f"{key}.{name}"
-        if _is_null(settings):
-            guests[name] = GuestOverride()
-            continue
-        if not isinstance(settings, yaml.MappingNode):
-            raise ConfigError(
-                f"expected a mapping with order and hold, got a {_node_type(settings)}",
-                key=guest_key,
-                line=_line(settings),
+            errors.append(
+                ConfigError("a guest name must not be empty", key=key, line=_line(name_node))
             )
-        guests[name] = GuestOverride(**_read_section(settings, option.children, guest_key + "."))
-    return guests
+            continue
+        try:
+            named[name] = _read_named_section(settings, section, f"{key}.{name}")
+        except ConfigError as e:
+            errors.append(e)
+    if errors:
+        raise ConfigErrors(errors)
+    return named
+
+
+def _read_named_section(node: yaml.Node, section: type[Any], key: str) -> Any:
+    if _is_null(node):
+        return section()
+    if not isinstance(node, yaml.MappingNode):
+        names = [option.key for option in options(section)]
+        raise ConfigError(
+            f"expected a mapping with {_and(names)}, got {_a(_node_type(node))}",
+            key=key,
+            line=_line(node),
+        )
+    return section(**_read_section(node, section, key + "."))
+
+
+def _section_of(spec: Spec) -> type[Any]:
+    if spec.section is None:
+        raise TypeError(f"schema error: a {spec.kind.name} key without its section")
+    return spec.section
 
 
 _VALUE_READERS = {
@@ -642,26 +436,26 @@ _VALUE_READERS = {
     Kind.INT: _read_int,
     Kind.NUMBER: _read_number,
     Kind.BOOL: _read_bool,
-    Kind.SECTION: _read_backoff,
-    Kind.GUESTS: _read_guests,
+    Kind.SECTION: _read_subsection,
+    Kind.GUESTS: _read_named_sections,
 }
 
 
-def _scalar(node: yaml.Node, option: Option, key: str) -> yaml.ScalarNode:
+def _scalar(node: yaml.Node, spec: Spec, key: str) -> yaml.ScalarNode:
     if _is_null(node):
         raise ConfigError(
-            f"has no value; give {_a(option.type_name)} or remove the key for the default",
+            f"has no value; give {_a(spec.type_name)} or remove the key for the default",
             key=key,
         )
     if not isinstance(node, yaml.ScalarNode):
-        raise ConfigError(f"expected {_a(option.type_name)}, got a {_node_type(node)}", key=key)
+        raise ConfigError(f"expected {_a(spec.type_name)}, got {_a(_node_type(node))}", key=key)
     return node
 
 
-def _scalar_str(node: yaml.Node, option: Option, key: str) -> str:
+def _scalar_str(node: yaml.Node, spec: Spec, key: str) -> str:
     """The string at `node`; an unquoted value YAML reads as another type
     (`no`, `on`, `0755`, `1:30`) is an error that says to quote it."""
-    scalar = _scalar(node, option, key)
+    scalar = _scalar(node, spec, key)
     if scalar.tag != _STR_TAG:
         raise ConfigError(
             f"expected a string, but the unquoted {scalar.value!r} is a YAML "
@@ -684,19 +478,19 @@ def _require_decimal(scalar: yaml.ScalarNode, key: str) -> None:
         )
 
 
-def _check_minimum(value: float, option: Option, key: str) -> float:
-    if option.minimum is None:
+def _check_minimum(value: float, spec: Spec, key: str) -> float:
+    if spec.minimum is None:
         return value
-    if option.exclusive_minimum and value <= option.minimum:
-        raise ConfigError(f"must be greater than {option.minimum:g}, got {value:g}", key=key)
-    if value < option.minimum:
-        raise ConfigError(f"must be at least {option.minimum:g}, got {value:g}", key=key)
+    if spec.exclusive_minimum and value <= spec.minimum:
+        raise ConfigError(f"must be greater than {spec.minimum:g}, got {value:g}", key=key)
+    if value < spec.minimum:
+        raise ConfigError(f"must be at least {spec.minimum:g}, got {value:g}", key=key)
     return value
 
 
-def _type_error(scalar: yaml.ScalarNode, option: Option, key: str) -> ConfigError:
+def _type_error(scalar: yaml.ScalarNode, spec: Spec, key: str) -> ConfigError:
     return ConfigError(
-        f"expected {_a(option.type_name)}, got the YAML {_node_type(scalar)} {scalar.value!r}",
+        f"expected {_a(spec.type_name)}, got the YAML {_node_type(scalar)} {scalar.value!r}",
         key=key,
     )
 
@@ -706,6 +500,13 @@ def _a(type_name: str) -> str:
     if " | " in type_name:
         return f"one of: {type_name}"
     return ("an " if type_name[0] in "aeiou" else "a ") + type_name
+
+
+def _and(words: Sequence[str]) -> str:
+    """`words` as a list in prose: "a", "a and b", "a, b and c"."""
+    if len(words) < 2:
+        return "".join(words)
+    return ", ".join(words[:-1]) + " and " + words[-1]
 
 
 def _is_null(node: yaml.Node) -> bool:
@@ -763,19 +564,21 @@ def format_duration(seconds: float) -> str:
 
 
 def _format_default(option: Option) -> str:
-    value = option.default
-    if option.kind is Kind.DURATION:
+    value, kind = option.default, option.spec.kind
+    if kind is Kind.DURATION:
         return format_duration(value)
-    if option.kind is Kind.COMMAND:
+    if kind is Kind.COMMAND:
         return value[0] if len(value) == 1 else "[" + ", ".join(value) + "]"
-    if option.kind is Kind.ARGV:
+    if kind is Kind.ARGV:
         return "[" + ", ".join(value) + "]"
-    if option.kind is Kind.BOOL:
+    if kind is Kind.BOOL:
         return "true" if value else "false"
-    if option.kind is Kind.NUMBER:
+    if kind is Kind.NUMBER:
         return f"{value:g}"
-    if option.kind in (Kind.SECTION, Kind.GUESTS):
-        return "{}" if option.kind is Kind.GUESTS else ""
+    if kind is Kind.SECTION:
+        return ""
+    if kind is Kind.GUESTS:
+        return "{}"
     return str(value)
 
 
@@ -786,21 +589,19 @@ def _comment_lines(text: str, indent: str) -> list[str]:
 
 
 def _sample_option(option: Option, indent: str) -> list[str]:
-    lines = _comment_lines(option.description, indent)
-    if option.example and option.kind in (Kind.COMMAND, Kind.ARGV):
-        lines += _comment_lines(f"Example: {option.key}: {option.example}", indent)
-    if option.kind is Kind.SECTION:
-        lines.append(f"#{indent}{option.key}:")
-        for child in option.children:
-            lines += _sample_option(child, indent + "  ")
-        return lines
-    if option.kind is Kind.GUESTS:
-        lines.append(f"#{indent}{option.key}:")
-        lines.append(f"#{indent}  {option.example}:")
-        for child in option.children:
-            lines += _sample_option(child, indent + "    ")
-        return lines
-    lines.append(f"#{indent}{option.key}: {_format_default(option)}")
+    spec = option.spec
+    lines = _comment_lines(spec.description, indent)
+    if spec.example and spec.kind in (Kind.COMMAND, Kind.ARGV):
+        lines += _comment_lines(f"Example: {option.key}: {spec.example}", indent)
+    if spec.kind not in (Kind.SECTION, Kind.GUESTS):
+        return [*lines, f"#{indent}{option.key}: {_format_default(option)}"]
+    lines.append(f"#{indent}{option.key}:")
+    child_indent = indent + "  "
+    if spec.kind is Kind.GUESTS:
+        lines.append(f"#{child_indent}{spec.example}:")
+        child_indent += "  "
+    for child in option.children:
+        lines += _sample_option(child, child_indent)
     return lines
 
 
@@ -813,7 +614,7 @@ def render_sample() -> str:
         "# Quote strings that YAML could read as something else: 'no', 'on', '0755'.",
         "# Generated by `python -m xenreconcile.config --sample`; do not edit by hand.",
     ]
-    for option in OPTIONS:
+    for option in options(Config):
         lines.append("")
         lines += _sample_option(option, "")
     return "\n".join(lines) + "\n"
@@ -823,14 +624,16 @@ def option_table() -> list[tuple[str, str, str, str]]:
     """(key, type, default, description) of every key, nested ones as dotted paths
     (`backoff.max`, `guests.NAME.order`), for the man page."""
     rows = []
-    for option in OPTIONS:
-        rows.append((option.key, option.type_name, _format_default(option), option.description))
-        prefix = option.key + (".NAME." if option.kind is Kind.GUESTS else ".")
-        rows += [
-            (prefix + child.key, child.type_name, _format_default(child), child.description)
-            for child in option.children
-        ]
+    for option in options(Config):
+        rows.append(_table_row(option.key, option))
+        prefix = option.key + (".NAME." if option.spec.kind is Kind.GUESTS else ".")
+        rows += [_table_row(prefix + child.key, child) for child in option.children]
     return rows
+
+
+def _table_row(key: str, option: Option) -> tuple[str, str, str, str]:
+    spec = option.spec
+    return (key, spec.type_name, _format_default(option), spec.description)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,7 +2,8 @@
 
 Everything here is immutable data with no I/O: the directory scan produces
 `DesiredGuest` and `InvalidFile`, the xl adapter produces `Domain`, the state
-store persists `Memory`, and the planner turns all of them into a `Plan`.
+store persists `Memory`, and the planner turns all of them into a `Plan`
+(deciding with `PlannerSettings`, the config schema's part it needs).
 Times are seconds of the monotonic clock, always passed in by the caller: a
 step of the wall clock must not move a deadline. state.json holds them as
 epoch seconds instead; `clock.to_epoch` and `clock.from_epoch` convert every
@@ -14,6 +15,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+
+from xenreconcile import schema
+
+# The settings the planner needs are config keys: they live in the schema, with
+# their defaults, and are named here with the other values.
+Backoff = schema.Backoff
+GuestOverride = schema.GuestOverride
+PlannerSettings = schema.PlannerSettings
 
 DOM0_NAME = "Domain-0"
 INCOMING_SUFFIX = "--incoming"
@@ -162,48 +171,6 @@ class Memory:
         if found is not None:
             return found
         return _FRESH_GUEST if self.uncertain is None else GuestMemory(uncertain=self.uncertain)
-
-
-# --- settings the planner needs ------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Retry delays: initial * multiplier**(attempts-1), capped at `max`, plus up to
-    `jitter` seconds; `give_up_after` consecutive failures make a guest failed (0 = never)."""
-
-    initial: float = 10.0
-    multiplier: float = 2.0
-    max: float = 600.0
-    jitter: float = 5.0
-    give_up_after: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class GuestOverride:
-    """Per-guest settings from the daemon config (`guests: {NAME: {order, hold}}`)."""
-
-    order: int = 50
-    hold: bool = False
-
-
-_DEFAULT_OVERRIDE = GuestOverride()
-
-
-@dataclass(frozen=True, slots=True)
-class PlannerSettings:
-    """The subset of the daemon config that decides what a pass does."""
-
-    concurrency: int = 4
-    start_delay: float = 0.0
-    missing_grace: float = 5.0
-    stable_after: float = 60.0
-    backoff: Backoff = Backoff()
-    guests: dict[str, GuestOverride] = field(default_factory=dict)
-
-    def override(self, name: str) -> GuestOverride:
-        """The per-guest settings of `name`, or the (shared, immutable) defaults."""
-        return self.guests.get(name, _DEFAULT_OVERRIDE)
 
 
 # --- the time fields of the remembered state ----------------------------------------------
