@@ -16,10 +16,11 @@ from typing import Any
 from xenreconcile import control, logs, planner, report
 from xenreconcile.clock import Instant, from_epoch
 from xenreconcile.config import Config, ConfigError, load_config
-from xenreconcile.daemon import STATUS_FILE, Daemon, DaemonError, xl_command
+from xenreconcile.daemon import STATUS_FILE, Daemon, DaemonError
 from xenreconcile.demo import run_demo
 from xenreconcile.guestdir import GuestDirScanner
 from xenreconcile.models import Domain, GuestState, Memory, Plan
+from xenreconcile.passinputs import xl_command
 from xenreconcile.state import (
     StateDirError,
     StateStore,
