@@ -34,7 +34,7 @@ from xenreconcile.guestdir import GuestDirScanner
 from xenreconcile.inbox import RequestInbox
 from xenreconcile.keeper import DaemonError, StateKeeper
 from xenreconcile.loopqueue import Finished, Hint, LoopQueue
-from xenreconcile.models import GuestState, Memory, Plan
+from xenreconcile.models import Memory, Plan
 from xenreconcile.passinputs import Observation, PassInputs, Runner, xl_command
 from xenreconcile.sources import WatchSource
 from xenreconcile.state import Boot, StateStore, read_boot
@@ -204,7 +204,7 @@ class Daemon:
         """Scan, list, plan, start the planned creates, save. Returns the plan."""
         self.pass_due = False
         seen = self._observe()
-        plan = self.inputs.plan(seen, self.memory, set(self.in_flight), now)
+        plan = self.inputs.plan(seen, self.memory, set(self.in_flight), now, starting=True)
         self.memory, self.last_plan = plan.memory, plan
         for event in plan.events:
             self.sink.event(event, self.memory, now)
@@ -265,16 +265,6 @@ class Daemon:
 
     def _write_status(self, plan: Plan, seen: Observation, now: float) -> None:
         """Write the status document for `xenreconcile status` when it changed."""
-        if self.in_flight:  # creates started by this very pass show as creating
-            plan = replace(
-                plan,
-                statuses=tuple(
-                    replace(st, state=GuestState.CREATING)
-                    if st.name in self.in_flight and st.state == GuestState.PENDING
-                    else st
-                    for st in plan.statuses
-                ),
-            )
         doc = report.status_document(
             plan,
             now=now,
@@ -282,6 +272,7 @@ class Daemon:
             daemon_pid=os.getpid(),
             toolstack_error=seen.shown_error,
             watcher=self.source.name if self.source else None,
+            in_flight=self.in_flight,
         )
         self.status_file.write(doc)
 

@@ -90,9 +90,23 @@ class PassInputs:
         return from_epoch(on_disk, offset, now, self.settings)
 
     def plan(
-        self, seen: Observation, memory: Memory, in_flight: Collection[str], now: float
+        self,
+        seen: Observation,
+        memory: Memory,
+        in_flight: Collection[str],
+        now: float,
+        *,
+        starting: bool = False,
     ) -> Plan:
-        """The planner's plan for a pass that saw `seen`: nothing is decided about
-        a guest an unreadable row of the listing could be (see `partial`)."""
-        plan = planner.plan(seen.desired, seen.listing, memory, in_flight, now, self.settings)
-        return partial.restrict(plan, memory, seen.suspects)
+        """The planner's plan for a pass that saw `seen` (`starting`: the caller
+        starts its creates at once)."""
+        return planner.plan(
+            seen.desired,
+            seen.listing,
+            memory,
+            in_flight,
+            now,
+            self.settings,
+            suspects=seen.suspects,
+            starting=starting,
+        )
