@@ -3,6 +3,8 @@ the others are reconciled."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from xenreconcile import partial, planner
 from xenreconcile.models import (
     DesiredGuest,
@@ -12,6 +14,7 @@ from xenreconcile.models import (
     GuestMemory,
     GuestState,
     Memory,
+    Plan,
     PlannerSettings,
 )
 from xenreconcile.xl import UnreadRow
@@ -31,6 +34,13 @@ def row(text: str, line: int = 3) -> UnreadRow:
     return UnreadRow(line, text, f"not an xl list row: {text!r}")
 
 
+def restrict(
+    state: DesiredState, before: Memory, suspected: dict[str, str], in_flight: Collection[str] = ()
+) -> Plan:
+    """The plan of the same pass with the suspects given to the planner."""
+    return planner.plan(state, (DOM0,), before, in_flight, NOW, SETTINGS, suspects=suspected)
+
+
 def test_a_guest_whose_name_is_in_an_unreadable_row_is_suspect() -> None:
     rows = [row("web"), row("mail--incoming   garbage", line=5)]
     found = partial.suspects(desired("web", "mail", "db"), rows)
@@ -44,7 +54,7 @@ def test_a_guest_whose_name_is_in_an_unreadable_row_is_suspect() -> None:
 def test_no_unreadable_row_no_suspect_and_the_plan_is_unchanged() -> None:
     plan = planner.plan(desired("db"), (DOM0,), Memory(), (), NOW, SETTINGS)
     assert partial.suspects(desired("db"), []) == {}
-    assert partial.restrict(plan, Memory(), {}) is plan
+    assert restrict(desired("db"), Memory(), {}) == plan
 
 
 def test_a_suspect_is_neither_created_nor_counted_missing_the_others_are_created() -> None:
@@ -56,7 +66,7 @@ def test_a_suspect_is_neither_created_nor_counted_missing_the_others_are_created
     plan = planner.plan(state, (DOM0,), before, (), NOW, SETTINGS)
     assert {c.name for c in plan.creates} == {"web", "db"}, "unrestricted, web looks missing"
     suspected = partial.suspects(state, [row("web")])
-    restricted = partial.restrict(plan, before, suspected)
+    restricted = restrict(state, before, suspected)
     assert [c.name for c in restricted.creates] == ["db"]
     assert restricted.memory.guests["web"] == before.guests["web"]
     assert "db" in restricted.memory.guests
@@ -69,8 +79,7 @@ def test_a_suspect_is_neither_created_nor_counted_missing_the_others_are_created
 
 def test_when_only_suspects_would_be_created_no_create_time_is_recorded() -> None:
     state = desired("web")
-    plan = planner.plan(state, (DOM0,), Memory(), (), NOW, SETTINGS)
-    restricted = partial.restrict(plan, Memory(), partial.suspects(state, [row("web")]))
+    restricted = restrict(state, Memory(), partial.suspects(state, [row("web")]))
     assert restricted.creates == ()
     assert restricted.memory.last_create_at is None
     assert "web" not in restricted.memory.guests
@@ -79,7 +88,6 @@ def test_when_only_suspects_would_be_created_no_create_time_is_recorded() -> Non
 def test_held_and_creating_suspects_keep_their_state() -> None:
     before = Memory(guests={"web": GuestMemory(held=True, hold_reason="disk restore")})
     state = desired("web", "db")
-    plan = planner.plan(state, (DOM0,), before, {"db"}, NOW, SETTINGS)
-    restricted = partial.restrict(plan, before, partial.suspects(state, [row("web db")]))
+    restricted = restrict(state, before, partial.suspects(state, [row("web db")]), {"db"})
     states = {s.name: s.state for s in restricted.statuses}
     assert states == {"web": GuestState.HELD, "db": GuestState.CREATING}

@@ -13,8 +13,7 @@ import pytest
 
 from tests.daemon_harness import DaemonRun
 from tests.test_daemon_loop import FakeClock, FakeXl, add_guest, events, inline_starter
-from xenreconcile import daemon as daemon_module
-from xenreconcile import logs, report
+from xenreconcile import eventsink, logs, report
 from xenreconcile.config import parse_config
 from xenreconcile.daemon import STATUS_FILE, Daemon
 from xenreconcile.models import CreateResult, Domain
@@ -104,7 +103,7 @@ def test_paused_leftover_of_a_timed_out_create_is_reported_and_notified(  # type
     def notify(_command: object, guest: str, event: str, error: str | None, _log: object) -> None:
         told.append((guest, event, error))
 
-    monkeypatch.setattr(daemon_module, "notify_async", notify)
+    monkeypatch.setattr(eventsink, "notify_async", notify)
     xl.leave.add("web")
     add_guest(tmp_path, "web")
     for _ in range(5):

@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 
 from tests.daemon_harness import GUEST_CFG
-from xenreconcile import daemon as daemon_module
-from xenreconcile import logs
+from xenreconcile import eventsink, logs
 from xenreconcile.config import parse_config
 from xenreconcile.daemon import STATUS_FILE, Daemon
 from xenreconcile.simxl import SimXl
@@ -27,7 +26,7 @@ def notified(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str | None
     def record(_command: Any, guest: str, event: str, error: str | None, _log: Any) -> None:
         calls.append((guest, event, error))
 
-    monkeypatch.setattr(daemon_module, "notify_async", record)
+    monkeypatch.setattr(eventsink, "notify_async", record)
     return calls
 
 

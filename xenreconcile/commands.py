@@ -13,13 +13,13 @@ import os
 import sys
 from typing import Any
 
-from xenreconcile import control, logs, planner, report
-from xenreconcile.clock import Instant, from_epoch
+from xenreconcile import control, logs, report
+from xenreconcile.clock import Instant
 from xenreconcile.config import Config, ConfigError, load_config
-from xenreconcile.daemon import STATUS_FILE, Daemon, DaemonError, xl_command
+from xenreconcile.daemon import STATUS_FILE, Daemon, DaemonError
 from xenreconcile.demo import run_demo
-from xenreconcile.guestdir import GuestDirScanner
-from xenreconcile.models import Domain, GuestState, Memory, Plan
+from xenreconcile.models import Memory, Plan
+from xenreconcile.passinputs import PassInputs
 from xenreconcile.state import (
     StateDirError,
     StateStore,
@@ -27,7 +27,6 @@ from xenreconcile.state import (
     trusted_uids,
     unsafe_path_problem,
 )
-from xenreconcile.xl import ToolstackError, XlRunner
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 MAX_STATUS_BYTES = 64 * 1024 * 1024
@@ -96,19 +95,10 @@ def compute_plan(config: Config, in_flight: set[str], now: Instant) -> tuple[Pla
     """Plan a pass at `now` from the files, `xl list` and the saved state (read
     as the daemon reads it at start), doing nothing. Returns the plan and the
     toolstack error, if any."""
-    desired = GuestDirScanner(
-        config.guests_dir, strict_permissions=config.strict_permissions
-    ).scan()
-    listing: tuple[Domain, ...] | None
-    error = None
-    try:
-        listing = XlRunner(xl_command(config), list_timeout=config.list_timeout).list()
-    except ToolstackError as exc:
-        listing, error = None, str(exc)
-    settings = config.planner_settings()
-    memory = from_epoch(load_memory(config), now.offset, now.monotonic, settings)
-    plan = planner.plan(desired, listing, memory, in_flight, now.monotonic, settings)
-    return plan, error
+    inputs = PassInputs(config)
+    seen = inputs.observe()
+    memory = inputs.loaded_memory(load_memory(config), now.offset, now.monotonic)
+    return inputs.plan(seen, memory, in_flight, now.monotonic), seen.shown_error
 
 
 def load_memory(config: Config) -> Memory:
@@ -146,12 +136,17 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_PROBLEM
 
 
+def in_flight_names(doc: dict[str, Any]) -> set[str]:
+    """The names of the creates in flight a status document lists (docs/json.md)."""
+    names = doc.get("in_flight")
+    return {str(name) for name in names} if isinstance(names, list) else set()
+
+
 def cmd_plan(config: Config, args: argparse.Namespace) -> int:
     """`plan [--json]`: what the next pass would do."""
     in_flight: set[str] = set()
     if daemon_pid(config) is not None:
-        doc = read_status_file(config) or {"guests": []}
-        in_flight = {g["name"] for g in doc["guests"] if g["state"] == GuestState.CREATING.value}
+        in_flight = in_flight_names(read_status_file(config) or {})
     now = Instant.now()
     plan, error = compute_plan(config, in_flight, now)
     out = report.plan_document(plan, now=now.monotonic, wall_now=now.wall, toolstack_error=error)
@@ -161,9 +156,7 @@ def cmd_plan(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_check(config: Config, args: argparse.Namespace) -> int:
     """`check`: the config is valid (or we would not be here); validate every cfg."""
-    desired = GuestDirScanner(
-        config.guests_dir, strict_permissions=config.strict_permissions
-    ).scan()
+    desired = PassInputs(config).scanner.scan()
     problems = 0
     state_problem = unsafe_path_problem(config.state_dir, trusted_uids())
     if state_problem is not None:

@@ -1,114 +1,48 @@
 """The long-running loop: scan, list, plan, start creates, remember, repeat.
 
-One main thread owns all state. Create workers and the directory watcher run
-in threads of their own and only hand results back through a queue and a wake
-event. A pass runs every `interval`, soon after a watcher hint, after a create
-finished, after an admin request, after SIGHUP, and at the time the planner
-asked to be woken (`Plan.wake_at`). Time comes from an injectable clock: every
-wait and deadline is monotonic; state.json and status.json get epoch seconds,
-converted when they are written and (clamped) when state.json is read.
+The loop in the spirit of a controller-runtime controller. Its thread (the
+main thread) owns all state: the memory, the creates in flight, the timers and
+every part below. Other threads only post to its one door, `LoopQueue`: the
+watcher's thread (`sources.WatchSource`) posts `Hint.CHANGED`, signal handlers
+post `Hint.STOP` / `Hint.RELOAD`, and each create worker's thread
+(`creates.CreateWorkers`) posts its `Finished` result. The loop polls the
+request inbox (`inbox`) every REQUEST_POLL seconds and runs a pass every
+`interval`, soon after a hint, a result or a request, and at the time the
+planner asked to be woken (`Plan.wake_at`). A pass's inputs come from
+`passinputs.PassInputs`; what it learns goes to the event sink (`eventsink`),
+its memory to `keeper.StateKeeper`, its status to `statusfile.StatusFile`.
+Every wait and deadline is on the injectable clock's monotonic time.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import queue
 import signal
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from tenacity import RetryCallState, wait_exponential
 
-from xenreconcile import __version__, control, logs, partial, planner, report
-from xenreconcile.clock import Clock, SystemClock, epoch_offset, from_epoch, to_epoch
+from xenreconcile import __version__, logs, planner, report
+from xenreconcile.clock import Clock, SystemClock, epoch_offset
 from xenreconcile.config import Config, ConfigError, load_config
+from xenreconcile.creates import CreateStarter, CreateWorkers, Joinable
+from xenreconcile.eventsink import EventSink
 from xenreconcile.guestdir import GuestDirScanner
-from xenreconcile.models import (
-    CreateAction,
-    CreateResult,
-    DesiredState,
-    Domain,
-    Event,
-    EventKind,
-    GuestState,
-    Memory,
-    Plan,
-    PlannerSettings,
-)
-from xenreconcile.notify import notify_async
-from xenreconcile.state import (
-    Boot,
-    StateStore,
-    read_boot,
-    same_boot,
-    saved_boot,
-    uncertain_names,
-    write_atomically,
-)
-from xenreconcile.watch import Watcher, WatchUnavailable, make_watcher
-from xenreconcile.xl import (
-    ToolstackError,
-    UnreadRow,
-    XlListRowsError,
-    XlRunner,
-    create_checked,
-)
+from xenreconcile.inbox import RequestInbox
+from xenreconcile.keeper import DaemonError, StateKeeper
+from xenreconcile.loopqueue import Finished, Hint, LoopQueue
+from xenreconcile.models import Memory, Plan
+from xenreconcile.passinputs import Observation, PassInputs, Runner, xl_command
+from xenreconcile.sources import WatchSource
+from xenreconcile.state import Boot, StateStore, read_boot
+from xenreconcile.statusfile import STATUS_FILE, StatusFile
 
-POLL_INTERVAL = 0.5  # the poll watcher's period: a change is seen within 1 s
+__all__ = ["STATUS_FILE", "Daemon", "DaemonError", "Joinable", "toolstack_delay", "xl_command"]
+
 REQUEST_POLL = 0.5  # how often the loop looks for hold/release/retry requests
-LOCK_WAIT = 5.0  # how long start-up waits for a CLI command holding the state lock
-STATUS_FILE = "status.json"
-UNCERTAIN_EVENT = "state_uncertain"  # XR_EVENT of the notification about lost holds
-EVERY_GUEST = "*"  # XR_GUEST when every name is uncertain
-NOTIFY_EVENTS = {EventKind.GAVE_UP, EventKind.FAILING, EventKind.RECOVERED, EventKind.LEFTOVER}
-UNREADABLE_ROWS_EVENT = "xl_list_rows_unreadable"  # logged and notified once per change
-EVENT_LOG: dict[EventKind, tuple[str, str]] = {
-    EventKind.VANISHED: ("info", "guest_vanished"),
-    EventKind.DIED_EARLY: ("warning", "guest_died_early"),
-    EventKind.RECOVERED: ("info", "guest_recovered"),
-    EventKind.GAVE_UP: ("error", "gave_up"),
-    EventKind.FAILING: ("warning", "guest_failing"),
-    EventKind.FILE_CHANGED: ("info", "file_changed"),
-    EventKind.MIGRATED: ("info", "guest_migrated"),
-    EventKind.RETURNED: ("info", "guest_returned"),
-    EventKind.LEFTOVER: ("error", "create_leftover"),
-}
-
-
-class Runner(Protocol):
-    """What the loop needs from the xl adapter."""
-
-    def list(self) -> tuple[Domain, ...]: ...
-    def create(self, path: str) -> CreateResult: ...
-    def create_from_bytes(self, data: bytes, shown_path: str) -> CreateResult: ...
-
-
-class Joinable(Protocol):
-    """A create in flight that can be waited for."""
-
-    def join(self, timeout: float | None = None) -> None: ...
-
-
-# Given a create and the callback to hand its result to, start it; returns a
-# handle to wait for. The default runs the xl adapter in a thread; tests and the
-# chaos soak pass one driven by a simulated world and a fake clock.
-CreateStarter = Callable[[CreateAction, Callable[[CreateResult], None]], Joinable]
-
-
-class DaemonError(Exception):
-    """The daemon cannot start (state directory locked or unusable)."""
-
-
-def xl_command(config: Config) -> list[str]:
-    """The xl program and its fixed arguments from the config key `xl`."""
-    value: Any = config.xl
-    return [value] if isinstance(value, str) else list(value)
 
 
 def toolstack_delay(failures: int, cap: float) -> float:
@@ -118,11 +52,6 @@ def toolstack_delay(failures: int, cap: float) -> float:
     state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
     state.attempt_number = max(1, failures)
     return float(wait(state))
-
-
-def xl_log_path(name: str) -> str:
-    """Where xl itself logs the domain's creation."""
-    return f"/var/log/xen/xl-{name}.log"
 
 
 @dataclass
@@ -139,77 +68,64 @@ class Daemon:
 
     def __post_init__(self) -> None:
         self.log = logs.get_logger()
-        self.store = StateStore(self.config.state_dir)
+        self.door = LoopQueue()
+        self.inputs = PassInputs(self.config, self.runner)
+        self.keeper = StateKeeper(self.config.state_dir, self.clock, self.log)
+        self.sink = EventSink(self.log, self.config.notify_command or ())
+        self.inbox = RequestInbox(self.config.state_dir, self.log)
+        self.status_file = StatusFile(self.config.state_dir, self.log)
+        self.workers = CreateWorkers(self.door, self.create_starter)
         self.memory = Memory()
-        self.persisted: Memory | None = None  # the memory state.json holds, if known
-        self.boot = Boot()
-        self.boot_read_at = 0.0
-        self.scanner = self._make_scanner()
-        if self.runner is None:
-            self.runner = self._make_runner()
-        self.in_flight: dict[str, Joinable] = {}
-        self.results: queue.SimpleQueue[tuple[CreateAction, CreateResult]] = queue.SimpleQueue()
-        self.wake = threading.Event()
         self.stopping = False
-        self.reload_wanted = False
         self.pass_due = True
         self.next_pass_at = 0.0
         self.wake_at: float | None = None
         self.last_plan: Plan | None = None
         self.toolstack_failures = 0
-        self.toolstack_error: str | None = None
-        self.unread_rows: tuple[UnreadRow, ...] = ()
-        self.reported_unread: tuple[int, frozenset[str]] | None = None
-        self.reported_invalid: dict[str, str] = {}
-        self.reported_dir_error: str | None = None
-        self.save_failed = False
-        # Request files applied to memory but not yet deleted (their save is pending).
-        self.applied_requests: set[str] = set()
-        self.reported_requests_error: str | None = None
-        self.last_status: str | None = None
-        self.watcher: Watcher | None = None
-        self.watch_generation = 0
-
-    # --- construction helpers -----------------------------------------------------------
-
-    def _make_scanner(self) -> GuestDirScanner:
-        return GuestDirScanner(
-            self.config.guests_dir, strict_permissions=self.config.strict_permissions
-        )
-
-    def _make_runner(self) -> Runner:
-        return XlRunner(
-            xl_command(self.config),
-            list_timeout=self.config.list_timeout,
-            create_timeout=self.config.xl_timeout,
-        )
+        self.source: WatchSource | None = None
 
     @property
-    def settings(self) -> PlannerSettings:
-        """The planner's view of the current config."""
-        return self.config.planner_settings()
+    def store(self) -> StateStore:
+        """The state store the keeper locks and saves to."""
+        return self.keeper.store
 
-    # --- start and stop ------------------------------------------------------------------
+    @property
+    def scanner(self) -> GuestDirScanner:
+        """The scanner of the current config."""
+        return self.inputs.scanner
+
+    @property
+    def in_flight(self) -> dict[str, Joinable]:
+        """The creates in flight, by guest name."""
+        return self.workers.in_flight
+
+    # --- sources: safe from any thread and from signal handlers ---------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to stop."""
+        self.door.post(Hint.STOP)
+
+    def hint(self) -> None:
+        """Something may have changed: run a pass as soon as the loop wakes."""
+        self.door.post(Hint.CHANGED)
+
+    def reload(self) -> None:
+        """Ask the loop to reload its config."""
+        self.door.post(Hint.RELOAD)
+
+    def install_signals(self) -> None:
+        """SIGTERM/SIGINT stop, SIGHUP reloads."""
+        signal.signal(signal.SIGTERM, lambda *_: self.stop())
+        signal.signal(signal.SIGINT, lambda *_: self.stop())
+        signal.signal(signal.SIGHUP, lambda *_: self.reload())
+
+    # --- start and stop ----------------------------------------------------------------
 
     def start(self) -> None:
         """Lock and load the state, notice a Dom0 reboot, take pending requests.
         Raises DaemonError when another daemon holds the state."""
-        deadline = time.monotonic() + LOCK_WAIT
-        while not self.store.try_lock():
-            if time.monotonic() >= deadline:
-                raise DaemonError(
-                    f"{self.config.state_dir} is locked: another xenreconcile daemon is running"
-                )
-            time.sleep(0.1)
-        on_disk, warning = self.store.load()
-        if self.store.read_only is not None:
-            self.log.error("state_newer", error=self.store.read_only)
-        elif warning:
-            self.log.error("state_corrupt", error=warning)
-        now = self.clock.monotonic()
-        memory = from_epoch(on_disk, epoch_offset(self.clock), now, self.settings)
-        self.boot, self.boot_read_at = self.read_boot(), now
-        self.memory = planner.forget_runtime(self._adopt_boot(memory))
+        self.keeper.lock()
+        self.memory = self.keeper.load(self.inputs, self.read_boot)
         self.log.info(
             "started",
             version=__version__,
@@ -218,51 +134,9 @@ class Daemon:
             xl=" ".join(xl_command(self.config)),
             state_dir=self.config.state_dir,
         )
-        self._report_uncertain()
+        self.sink.uncertain(self.memory)
         self._take_requests()
-        self._save()
-
-    def _adopt_boot(self, memory: Memory) -> Memory:
-        """Given the loaded memory, return it as the memory of the running boot:
-        that of a new boot (counters cleared, holds kept) when Dom0 rebooted since
-        it was saved or it has no boot yet, else unchanged; stamped with this boot."""
-        if not self.boot.known:
-            return memory  # nothing to compare with: keep what is remembered
-        saved = saved_boot(memory)
-        same = same_boot(saved, self.boot)
-        if same is False:
-            self.log.info(
-                "dom0_rebooted",
-                boot_id=self.boot.boot_id,
-                boot_time=self.boot.boot_time,
-                previous_boot_id=saved.boot_id,
-                previous_boot_time=saved.boot_time,
-            )
-        if not same:
-            memory = planner.new_boot(memory, self.boot.boot_time)
-        return replace(memory, boot_id=self.boot.boot_id, boot_time=self.boot.boot_time)
-
-    def stop(self) -> None:
-        """Ask the loop to stop (safe from a signal handler)."""
-        self.stopping = True
-        self.wake.set()
-
-    def hint(self) -> None:
-        """Something may have changed (a watcher saw the guests directory change):
-        run a pass as soon as the loop wakes (safe from any thread)."""
-        self.pass_due = True
-        self.wake.set()
-
-    def reload(self) -> None:
-        """Ask the loop to reload its config (safe from a signal handler)."""
-        self.reload_wanted = True
-        self.wake.set()
-
-    def install_signals(self) -> None:
-        """SIGTERM/SIGINT stop, SIGHUP reloads."""
-        signal.signal(signal.SIGTERM, lambda *_: self.stop())
-        signal.signal(signal.SIGINT, lambda *_: self.stop())
-        signal.signal(signal.SIGHUP, lambda *_: self.reload())
+        self.keeper.save(self.memory)
 
     def shutdown(self) -> None:
         """Wait up to `stop_timeout` for creates in flight, fold in their results,
@@ -270,25 +144,23 @@ class Daemon:
         if self.in_flight:
             self.log.info("stopping", in_flight=sorted(self.in_flight))
         deadline = time.monotonic() + self.config.stop_timeout
-        for thread in list(self.in_flight.values()):
-            thread.join(max(0.0, deadline - time.monotonic()))
-        self._drain_results()
+        self.workers.join(lambda: max(0.0, deadline - time.monotonic()))
+        self._take_messages()
         if self.in_flight:
             self.log.warning("left_running", guests=sorted(self.in_flight))
-        self._close_watcher()
-        self._save(force=True)  # also records the uptime at which this boot was last seen
-        with contextlib.suppress(OSError):
-            os.unlink(os.path.join(self.config.state_dir, STATUS_FILE))
-        self.store.unlock()
+        self._close_source()
+        self.keeper.save(self.memory, force=True)  # also records this boot's uptime
+        self.status_file.remove()
+        self.keeper.unlock()
         self.log.info("stopped")
 
-    # --- the loop -------------------------------------------------------------------------
+    # --- the loop ----------------------------------------------------------------------
 
     def run(self) -> int:
         """Run until SIGTERM/SIGINT; returns the exit code (0)."""
         self.start()
         try:
-            self._start_watcher()
+            self._open_source()
             while not self.stopping:
                 self.step()
         finally:
@@ -296,435 +168,157 @@ class Daemon:
         return 0
 
     def step(self) -> None:
-        """One turn of the loop: fold in results and requests, pass when due, wait."""
-        self._drain_results()
+        """One turn of the loop: take messages and requests, pass when due, wait."""
+        self._take_messages()
         self._take_requests()
-        if self.reload_wanted:
-            self._reload()
         now = self.clock.monotonic()
-        if (
-            self.pass_due
-            or now >= self.next_pass_at
-            or (self.wake_at is not None and now >= self.wake_at)
-        ):
+        timer_due = now >= self.next_pass_at or (self.wake_at is not None and now >= self.wake_at)
+        if self.pass_due or timer_due:
             self.run_pass(now)
             now = self.clock.monotonic()
         deadline = min(self.next_pass_at, now + REQUEST_POLL)
         if self.wake_at is not None:
             deadline = min(deadline, self.wake_at)
-        if not self.stopping and self.results.empty():
-            self.clock.wait(self.wake, deadline - now)
-        self.wake.clear()
+        if not self.stopping:
+            self.door.wait(self.clock, deadline - now)
 
     def run_once(self) -> int:
         """One pass, wait for its creates, then 0 if every desired guest runs, else 1."""
         self.start()
         try:
             self.run_pass(self.clock.monotonic())
-            for thread in list(self.in_flight.values()):
-                thread.join()
-            self._drain_results()
-            listing = self._list()
-            desired = self.scanner.scan()
-            final = self._plan(desired, listing, set(), self.clock.monotonic())
+            self.workers.join(lambda: None)
+            self._take_messages()
+            seen = self._observe()
+            final = self.inputs.plan(seen, self.memory, (), self.clock.monotonic())
             self.last_plan = final
             bad = [s for s in final.statuses if report.is_problem(s)]
             for status in bad:
                 self.log.warning("not_running", guest=status.name, state=status.state.value)
-            return 1 if bad or listing is None or desired.error else 0
+            return 1 if bad or seen.listing is None or seen.desired.error else 0
         finally:
-            self._save()
-            self.store.unlock()
+            self.keeper.save(self.memory)
+            self.keeper.unlock()
 
     def run_pass(self, now: float) -> Plan:
         """Scan, list, plan, start the planned creates, save. Returns the plan."""
         self.pass_due = False
-        desired = self.scanner.scan()
-        self._report_scan(desired)
-        listing = self._list()
-        plan = self._plan(desired, listing, set(self.in_flight), now)
-        self.memory = plan.memory
-        self.last_plan = plan
+        seen = self._observe()
+        plan = self.inputs.plan(seen, self.memory, set(self.in_flight), now, starting=True)
+        self.memory, self.last_plan = plan.memory, plan
         for event in plan.events:
-            self._on_event(event)
+            self.sink.event(event, self.memory, now)
         for action in plan.creates:
-            self._start_create(action)
-        if listing is None:
-            delay = toolstack_delay(self.toolstack_failures, self.config.interval)
-            self.next_pass_at = now + delay
-        else:
-            self.next_pass_at = now + self.config.interval
+            self.sink.create_started(action)
+            self.workers.start(action, self.inputs)
+        failing = toolstack_delay(self.toolstack_failures, self.config.interval)
+        self.next_pass_at = now + (failing if seen.listing is None else self.config.interval)
         self.wake_at = plan.wake_at
-        self._save()
-        self._write_status(now)
+        self.keeper.save(self.memory)
+        self._write_status(plan, seen, now)
         return plan
 
-    # --- adapters ------------------------------------------------------------------------------
+    def _observe(self) -> Observation:
+        """Observe once, reporting what lasts (bad files, failing xl) once per change."""
+        seen = self.inputs.observe()
+        self.sink.scan(seen.desired, self.config.guests_dir)
+        self.toolstack_failures = 0 if seen.error is None else self.toolstack_failures + 1
+        self.sink.toolstack(seen.error, self.toolstack_failures)
+        if seen.listing is not None:
+            self.sink.unread_rows(seen.unread_rows, list(seen.suspects))
+        return seen
 
-    def _plan(
-        self,
-        desired: DesiredState,
-        listing: tuple[Domain, ...] | None,
-        in_flight: set[str],
-        now: float,
-    ) -> Plan:
-        """The planner's plan for this pass, deciding nothing about the guests an
-        unreadable row of the listing could be (see `partial`)."""
-        plan = planner.plan(desired, listing, self.memory, in_flight, now, self.settings)
-        if listing is None:
-            return plan
-        suspected = partial.suspects(desired, self.unread_rows)
-        self._report_unread(suspected)
-        return partial.restrict(plan, self.memory, suspected)
+    # --- messages and requests -----------------------------------------------------------
 
-    def _report_unread(self, suspected: dict[str, str]) -> None:
-        """Log, and notify, unreadable rows of the listing once per change."""
-        key = (len(self.unread_rows), frozenset(suspected)) if self.unread_rows else None
-        if key == self.reported_unread:
-            return
-        self.reported_unread = key
-        if key is None:
-            self.log.info("xl_list_rows_readable")
-            return
-        error = str(self.unread_rows[0])
-        guests = sorted(suspected)
-        self.log.warning(
-            UNREADABLE_ROWS_EVENT,
-            error=error,
-            rows=[f"line {row.line}: {row.text!r}" for row in self.unread_rows],
-            not_acted_on=guests,
+    def _take_messages(self) -> None:
+        """Fold in every message the door holds."""
+        for message in self.door.take_all():
+            if message is Hint.STOP:
+                self.stopping = True
+            elif message is Hint.RELOAD:
+                self._reload()
+            elif message is Hint.CHANGED:
+                self.pass_due = True
+            elif isinstance(message, Finished):
+                self._finished(message)
+
+    def _finished(self, done: Finished) -> None:
+        """Fold a create's result into memory; a pass follows."""
+        self.workers.finished(done.action.name)
+        now = self.clock.monotonic()
+        self.memory, events = planner.record_create(
+            self.memory, done.action, done.result, now, self.inputs.settings
         )
-        notify_async(
-            self.config.notify_command or (),
-            ",".join(guests),
-            UNREADABLE_ROWS_EVENT,
-            error,
-            self.log,
-        )
-
-    def _list(self) -> tuple[Domain, ...] | None:
-        assert self.runner is not None
-        self.unread_rows = ()
-        try:
-            domains = self.runner.list()
-        except XlListRowsError as exc:
-            self.unread_rows = exc.rows
-            domains = exc.domains
-        except ToolstackError as exc:
-            self.toolstack_failures += 1
-            error = str(exc)
-            if error != self.toolstack_error:
-                self.log.warning("toolstack_error", error=error, failures=self.toolstack_failures)
-            else:
-                self.log.debug("toolstack_error", error=error, failures=self.toolstack_failures)
-            self.toolstack_error = error
-            return None
-        if self.toolstack_failures:
-            self.log.info("toolstack_ready", after_failures=self.toolstack_failures)
-        self.toolstack_failures = 0
-        self.toolstack_error = None
-        return domains
-
-    def _report_scan(self, desired: DesiredState) -> None:
-        """Log a directory problem, and each invalid or duplicate file, once per change."""
-        if desired.error != self.reported_dir_error:
-            if desired.error:
-                self.log.error("guests_dir_unusable", error=desired.error)
-            else:
-                self.log.info("guests_dir_ok", guests_dir=self.config.guests_dir)
-            self.reported_dir_error = desired.error
-        current: dict[str, str] = {}
-        for bad in desired.invalid:
-            current[bad.path] = bad.reason
-            if self.reported_invalid.get(bad.path) != bad.reason:
-                self.log.error(
-                    "invalid_file", guest=bad.name, file=bad.path, line=bad.line, error=bad.reason
-                )
-        for name, paths in desired.duplicates.items():
-            for path in paths:
-                reason = f"duplicate name {name!r}: " + ", ".join(paths)
-                current[path] = reason
-                if self.reported_invalid.get(path) != reason:
-                    self.log.error("duplicate_name", guest=name, file=path, files=list(paths))
-        self.reported_invalid = current
-
-    def _start_create(self, action: CreateAction) -> None:
-        self.log.info("create_started", guest=action.name, file=action.path)
-
-        def done(result: CreateResult) -> None:
-            self.results.put((action, result))
-            self.wake.set()
-
-        starter = self.create_starter or self._create_in_thread
-        self.in_flight[action.name] = starter(action, done)
-
-    def _create_in_thread(
-        self, action: CreateAction, done: Callable[[CreateResult], None]
-    ) -> threading.Thread:
-        """Run `xl create` for `action` in a daemon thread on the very bytes the
-        scan checked; `done` gets the result."""
-        runner = self.runner
-        assert runner is not None
-        data = self.scanner.checked_bytes(action.path, action.cfg_hash)
-
-        def work() -> None:
-            try:
-                result = create_checked(runner.create_from_bytes, action, data)
-            except Exception as exc:  # a bug in the adapter must not kill the loop
-                result = CreateResult(
-                    ok=False, exit_code=None, stderr_tail=f"internal error: {exc!r}"
-                )
-            done(result)
-
-        thread = threading.Thread(target=work, name=f"create-{action.name}", daemon=True)
-        thread.start()
-        return thread
-
-    def _drain_results(self) -> None:
-        while True:
-            try:
-                action, result = self.results.get_nowait()
-            except queue.Empty:
-                return
-            self.in_flight.pop(action.name, None)
-            now = self.clock.monotonic()
-            self.memory, events = planner.record_create(
-                self.memory, action, result, now, self.settings
-            )
-            if result.ok:
-                self.log.info(
-                    "create_ok",
-                    guest=action.name,
-                    file=action.path,
-                    seconds=round(result.duration, 2),
-                )
-            else:
-                self.log.error(
-                    "create_failed",
-                    guest=action.name,
-                    file=action.path,
-                    exit_code=result.exit_code,
-                    timed_out=result.timed_out,
-                    stderr=result.stderr_tail.strip(),
-                    xl_log=xl_log_path(action.name),
-                )
-                self._log_retry(action.name, now)
-            for event in events:
-                self._on_event(event)
-            self.pass_due = True
-            self._save()
-
-    def _log_retry(self, name: str, now: float) -> None:
-        memory = self.memory.guest(name)
-        if memory.next_retry is not None:
-            self.log.info(
-                "retry_scheduled",
-                guest=name,
-                attempts=memory.attempts,
-                delay=round(memory.next_retry - now, 1),
-            )
-
-    def _on_event(self, event: Event) -> None:
-        level, name = EVENT_LOG[event.kind]
-        extra = {} if event.error is None else {"error": event.error}
-        getattr(self.log, level)(name, guest=event.name, **extra)
-        if event.kind == EventKind.DIED_EARLY:
-            self._log_retry(event.name, self.clock.monotonic())
-        if event.kind in NOTIFY_EVENTS:
-            notify_async(
-                self.config.notify_command or (),
-                event.name,
-                event.kind.value,
-                event.error,
-                self.log,
-            )
-
-    def _report_uncertain(self) -> None:
-        """Log and notify every name whose hold or migrated mark may have been lost
-        (a damaged state file, now or before this start): none is created until
-        an admin decides."""
-        if self.memory.uncertain is not None:
-            doubts = [(EVERY_GUEST, self.memory.uncertain)]
-        else:
-            doubts = [
-                (n, self.memory.guest(n).uncertain or "") for n in uncertain_names(self.memory)
-            ]
-        for guest, reason in doubts:
-            self.log.error(
-                UNCERTAIN_EVENT,
-                guest=guest,
-                error=reason,
-                fix="xenreconcile hold NAME or release NAME decides; accept-state trusts all",
-            )
-            notify_async(self.config.notify_command or (), guest, UNCERTAIN_EVENT, reason, self.log)
+        self.sink.create_result(done.action, done.result, self.memory, now)
+        for event in events:
+            self.sink.event(event, self.memory, now)
+        self.pass_due = True
+        self.keeper.save(self.memory)
 
     def _take_requests(self) -> None:
-        """Apply each new request file to memory once, and delete the files once
-        the state that holds them is saved (until then they are not applied again)."""
-        try:
-            found = control.read_requests(self.config.state_dir)
-        except control.RequestDirError as exc:
-            if str(exc) != self.reported_requests_error:
-                self.log.error("requests_dir_unsafe", error=str(exc))
-            self.reported_requests_error = str(exc)
-            return
-        self.reported_requests_error = None
-        self.applied_requests &= {path.name for path, _request in found}
-        for path, request in found:
-            if isinstance(request, control.RequestError):
-                self.log.error("bad_request", error=str(request))
-                self._remove_request(path)
-            elif self.store.read_only is not None:
-                self.log.error("request_refused", guest=request.name, error=self.store.read_only)
-                self._remove_request(path)
-            elif path.name not in self.applied_requests:
-                self.memory = control.apply(self.memory, request, self.clock.monotonic())
-                self.log.info(request.op, guest=request.name, reason=request.reason)
-                self.applied_requests.add(path.name)
-                self.pass_due = True
-        if self.applied_requests and self._save():
-            directory = control.requests_dir(self.config.state_dir)
-            for name in sorted(self.applied_requests):
-                if self._remove_request(directory / name):
-                    self.applied_requests.discard(name)
+        """Apply new request files; delete them once the state holding them is saved."""
+        now = self.clock.monotonic()
+        self.memory, changed = self.inbox.take(self.memory, now, self.keeper.read_only)
+        self.pass_due = self.pass_due or changed
+        if self.inbox.applied and self.keeper.save(self.memory):
+            self.inbox.settle()
 
-    def _remove_request(self, path: Path) -> bool:
-        """Delete a request file; True when it is gone."""
-        try:
-            path.unlink(missing_ok=True)
-        except OSError as exc:
-            self.log.debug("request_remove_failed", file=str(path), error=str(exc))
-            return False
-        return True
-
-    def _save(self, *, force: bool = False) -> bool:
-        """Persist memory (in epoch seconds) when it changed since the last save, or
-        when `force`d; True when the state on disk is current. A state file of a
-        newer format is never written (False)."""
-        if self.store.read_only is not None:
-            return False
-        if self.memory == self.persisted and not force:
-            return True
-        on_disk = replace(
-            to_epoch(self.memory, epoch_offset(self.clock)), saved_uptime=self._uptime()
-        )
-        try:
-            self.store.save(on_disk)
-        except OSError as exc:
-            if not self.save_failed:
-                self.log.error("state_save_failed", state_dir=self.config.state_dir, error=str(exc))
-            self.save_failed = True
-            return False
-        if self.save_failed:
-            self.log.info("state_saved", state_dir=self.config.state_dir)
-        self.save_failed = False
-        self.persisted = self.memory
-        return True
-
-    def _uptime(self) -> float | None:
-        """The Dom0's uptime now: as read at start, plus the time passed since."""
-        if self.boot.uptime is None:
-            return None
-        return self.boot.uptime + (self.clock.monotonic() - self.boot_read_at)
-
-    def _write_status(self, now: float) -> None:
+    def _write_status(self, plan: Plan, seen: Observation, now: float) -> None:
         """Write the status document for `xenreconcile status` when it changed."""
-        if self.last_plan is None:
-            return
-        plan = self.last_plan
-        if self.in_flight:  # creates started by this very pass show as creating
-            plan = replace(
-                plan,
-                statuses=tuple(
-                    replace(st, state=GuestState.CREATING)
-                    if st.name in self.in_flight and st.state == GuestState.PENDING
-                    else st
-                    for st in plan.statuses
-                ),
-            )
         doc = report.status_document(
             plan,
             now=now,
             wall_now=now + epoch_offset(self.clock),
             daemon_pid=os.getpid(),
-            toolstack_error=self.toolstack_error
-            or (str(self.unread_rows[0]) if self.unread_rows else None),
-            watcher=self.watcher.name if self.watcher else None,
+            toolstack_error=seen.shown_error,
+            watcher=self.source.name if self.source else None,
+            in_flight=self.in_flight,
         )
-        body = json.dumps({k: v for k, v in doc.items() if k != "generated_at"}, sort_keys=True)
-        if body == self.last_status:
-            return
-        try:
-            text = json.dumps(doc, indent=1)
-            write_atomically(self.config.state_dir, STATUS_FILE, text, durable=False)
-        except OSError as exc:
-            self.log.debug("status_write_failed", error=str(exc))
-            return
-        self.last_status = body
+        self.status_file.write(doc)
 
-    # --- watcher and reload -------------------------------------------------------------
+    # --- watcher and reload --------------------------------------------------------------
 
-    def _start_watcher(self) -> None:
-        if not self.use_watcher:
-            return
-        try:
-            self.watcher = make_watcher(
-                self.config.watch,
-                self.config.guests_dir,
-                poll_interval=POLL_INTERVAL,
-                log=self._watch_log,
-            )
-        except WatchUnavailable as exc:
-            self.log.warning("watch_unavailable", watch=self.config.watch, error=str(exc))
-            self.watcher = make_watcher(
-                "poll", self.config.guests_dir, poll_interval=POLL_INTERVAL, log=self._watch_log
-            )
-        self.log.info("watching", watcher=self.watcher.name, guests_dir=self.config.guests_dir)
-        self.watch_generation += 1
-        generation, watcher = self.watch_generation, self.watcher
+    def _open_source(self) -> None:
+        if self.use_watcher:
+            self.source = WatchSource(self.config, self.door, self.log)
 
-        def watch() -> None:
-            while not self.stopping and generation == self.watch_generation:
-                if watcher.wait(1.0) and generation == self.watch_generation:
-                    self.hint()
-
-        threading.Thread(target=watch, name="watcher", daemon=True).start()
-
-    def _watch_log(self, event: str, fields: dict[str, Any]) -> None:
-        self.log.info(event, **fields)
-
-    def _close_watcher(self) -> None:
-        self.watch_generation += 1
-        if self.watcher is not None:
-            self.watcher.close()
-            self.watcher = None
+    def _close_source(self) -> None:
+        if self.source is not None:
+            self.source.close()
+            self.source = None
 
     def _reload(self) -> None:
         """Reload the config file; a bad one is logged and the old one kept."""
-        self.reload_wanted = False
         self.pass_due = True
-        logs.reopen()
-        try:
-            new = load_config(self.config_path)
-        except ConfigError as exc:
-            self.log.error("config_reload_failed", error=str(exc), kept="previous config")
+        new = reloaded_config(self.config, self.config_path, self.log)
+        if new is None:
             return
         old, self.config = self.config, new
-        if new.state_dir != old.state_dir:
-            self.log.warning("state_dir_unchanged", error="a new state_dir takes a restart")
-            self.config = replace(new, state_dir=old.state_dir)
-        if (new.log_file, new.log_format, new.log_level) != (
-            old.log_file,
-            old.log_format,
-            old.log_level,
-        ):
-            try:
-                logs.configure(new.log_file, new.log_format, new.log_level)
-            except OSError as exc:
-                self.log.error("log_reopen_failed", error=str(exc))
-        self.scanner = self._make_scanner()
-        self.runner = self._make_runner()
-        if (new.watch, new.guests_dir) != (old.watch, old.guests_dir) and self.watcher:
-            self._close_watcher()
-            self._start_watcher()
+        self.inputs = PassInputs(new, self.runner)
+        self.sink.notify_command = new.notify_command or ()
+        if (new.watch, new.guests_dir) != (old.watch, old.guests_dir) and self.source:
+            self._close_source()
+            self._open_source()
         self.log.info("config_reloaded", config=self.config_path)
+
+
+def reloaded_config(old: Config, path: str | None, log: Any) -> Config | None:
+    """Given the running config and its file, reopen the log and load the file
+    again; returns the new config (its state_dir the old one: changing it takes a
+    restart), or None (logged) when the file is bad."""
+    logs.reopen()
+    try:
+        new = load_config(path)
+    except ConfigError as exc:
+        log.error("config_reload_failed", error=str(exc), kept="previous config")
+        return None
+    if new.state_dir != old.state_dir:
+        log.warning("state_dir_unchanged", error="a new state_dir takes a restart")
+        new = replace(new, state_dir=old.state_dir)
+    logging_keys = (new.log_file, new.log_format, new.log_level)
+    if logging_keys != (old.log_file, old.log_format, old.log_level):
+        try:
+            logs.configure(new.log_file, new.log_format, new.log_level)
+        except OSError as exc:
+            log.error("log_reopen_failed", error=str(exc))
+    return new

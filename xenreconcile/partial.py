@@ -1,5 +1,5 @@
-"""A partly readable `xl list`: which desired guests it cannot speak for, and the
-plan of a pass restricted to the others.
+"""A partly readable `xl list`: which desired guests it cannot speak for (the
+planner is given them as `suspects` and decides nothing about them).
 
 One row xl prints that we cannot read (a hand-made domain with a strange name,
 say) must not stop the reconciliation of every other guest forever, and must not
@@ -14,14 +14,10 @@ there are except the unreadable rows themselves.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Sequence
 
-from xenreconcile.models import DesiredState, GuestState, GuestStatus, Memory, Plan
+from xenreconcile.models import DesiredState
 from xenreconcile.xl import UnreadRow
-
-# States of a desired guest that do not depend on the listing.
-_KEPT_STATES = frozenset({GuestState.HELD, GuestState.CREATING})
 
 
 def suspects(desired: DesiredState, rows: Sequence[UnreadRow]) -> dict[str, str]:
@@ -33,45 +29,3 @@ def suspects(desired: DesiredState, rows: Sequence[UnreadRow]) -> dict[str, str]
         if row is not None:
             found[guest.name] = f"{row}; it may be this guest, so it is not acted on"
     return found
-
-
-def restrict(plan: Plan, before: Memory, suspected: Mapping[str, str]) -> Plan:
-    """Given a pass's plan, the memory it started from and the suspects (name ->
-    reason), return the plan with no create, event or memory change for a suspect
-    and its status `unknown` (held and creating guests keep theirs)."""
-    if not suspected:
-        return plan
-    creates = tuple(c for c in plan.creates if c.name not in suspected)
-    guests = dict(plan.memory.guests)
-    for name in suspected:
-        if name in before.guests:
-            guests[name] = before.guests[name]
-        else:
-            guests.pop(name, None)
-    memory = replace(
-        plan.memory,
-        guests=guests,
-        last_create_at=plan.memory.last_create_at if creates else before.last_create_at,
-    )
-    return replace(
-        plan,
-        creates=creates,
-        statuses=tuple(_status(s, before, suspected) for s in plan.statuses),
-        memory=memory,
-        events=tuple(e for e in plan.events if e.name not in suspected),
-    )
-
-
-def _status(status: GuestStatus, before: Memory, suspected: Mapping[str, str]) -> GuestStatus:
-    """`status` as a restricted pass shows it."""
-    if status.name not in suspected or status.state in _KEPT_STATES:
-        return status
-    gm = before.guest(status.name)
-    return replace(
-        status,
-        state=GuestState.UNKNOWN,
-        attempts=gm.attempts,
-        next_retry=gm.next_retry,
-        last_error=gm.last_error,
-        detail=suspected[status.name],
-    )

@@ -77,7 +77,7 @@ Other choices where SPEC is silent:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from .backoff import retry_delay
@@ -102,8 +102,16 @@ from .models import (
 
 # States of a desired guest that keep guests of a higher order waiting.
 BLOCKING_STATES = frozenset(
-    {GuestState.PENDING, GuestState.CREATING, GuestState.GRACE, GuestState.WAITING}
+    {
+        GuestState.PENDING,
+        GuestState.CREATING,
+        GuestState.GRACE,
+        GuestState.WAITING,
+        GuestState.UNKNOWN,
+    }
 )
+# States of a desired guest that do not depend on the listing: a suspect keeps them.
+_LISTING_FREE_STATES = frozenset({GuestState.HELD, GuestState.CREATING})
 # How long the memory of a name with no file, domain, migration or create is kept.
 FORGET_AFTER = 24 * 3600.0
 
@@ -119,6 +127,8 @@ class _Pass:
     settings: PlannerSettings
     in_flight: frozenset[str]
     listed: dict[str, Domain]
+    suspects: Mapping[str, str] = field(default_factory=dict)
+    starting: bool = False
     events: list[Event] = field(default_factory=list)
     wakes: list[float] = field(default_factory=list)
 
@@ -154,19 +164,33 @@ def plan(  # noqa: PLR0917 - the positional API the daemon and CLI share
     in_flight: Collection[str],
     now: float,
     settings: PlannerSettings,
+    *,
+    suspects: Mapping[str, str] | None = None,
+    starting: bool = False,
 ) -> Plan:
     """Given the desired state, the toolstack listing (None: failed or not trusted),
     the memory, the names being created, the time and the settings, return the Plan
-    of this pass. Without a trusted listing nothing is created and memory is kept."""
+    of this pass. Without a trusted listing nothing is created and memory is kept.
+    `suspects` (name -> reason) are guests an unreadable row of the listing could
+    be: nothing is decided about them (see `partial`). `starting`: the caller
+    starts the plan's creates at once, so their status is CREATING (else PENDING,
+    as in a dry run)."""
     flying = frozenset(in_flight)
     if listing is None:
         return _untrusted_plan(desired, memory, flying, settings)
     listed = {d.name: d for d in listing if d.name != DOM0_NAME}
-    ctx = _Pass(now=now, settings=settings, in_flight=flying, listed=listed)
+    ctx = _Pass(
+        now=now,
+        settings=settings,
+        in_flight=flying,
+        listed=listed,
+        suspects=suspects or {},
+        starting=starting,
+    )
     if desired.error is not None:
         return _unusable_dir_plan(desired.error, memory, ctx)
     guests = _managed_guests(desired)
-    verdicts = [_judge(g, _observe(g, memory.guest(g.name), ctx), ctx) for g in guests]
+    verdicts = [_verdict(g, memory.guest(g.name), ctx) for g in guests]
     creates, statuses = _schedule(verdicts, memory, ctx)
     updated = dict(memory.guests)
     updated.update({v.guest.name: v.memory for v in verdicts})
@@ -174,16 +198,43 @@ def plan(  # noqa: PLR0917 - the positional API the daemon and CLI share
     statuses += _side_statuses(desired, updated, listed)
     new_memory = replace(
         memory,
-        guests=_pruned(updated, desired, ctx),
+        guests=_unchanged_suspects(_pruned(updated, desired, ctx), memory, ctx.suspects),
         last_create_at=now if creates else memory.last_create_at,
     )
     return Plan(
         creates=tuple(creates),
         statuses=_sorted(statuses),
         memory=new_memory,
-        events=tuple(ctx.events),
+        events=tuple(e for e in ctx.events if e.name not in ctx.suspects),
         wake_at=min(ctx.wakes, default=None),
     )
+
+
+def _verdict(guest: DesiredGuest, gm: GuestMemory, ctx: _Pass) -> _Verdict:
+    """The verdict on one desired guest: a suspect is not observed, and shown
+    `unknown` unless a create in flight or a hold decides its state."""
+    reason = ctx.suspects.get(guest.name)
+    if reason is None:
+        return _judge(guest, _observe(guest, gm, ctx), ctx)
+    standing = _standing(guest.name, gm, ctx.in_flight, ctx.settings)
+    if standing is not None and standing[0] in _LISTING_FREE_STATES:
+        return _Verdict(guest, gm, *standing)
+    return _Verdict(guest, gm, GuestState.UNKNOWN, reason)
+
+
+def _unchanged_suspects(
+    guests: dict[str, GuestMemory], before: Memory, suspects: Mapping[str, str]
+) -> dict[str, GuestMemory]:
+    """`guests` with each suspect's memory as it was before the pass."""
+    if not suspects:
+        return guests
+    kept = dict(guests)
+    for name in suspects:
+        if name in before.guests:
+            kept[name] = before.guests[name]
+        else:
+            kept.pop(name, None)
+    return kept
 
 
 def _managed_guests(desired: DesiredState) -> list[DesiredGuest]:
@@ -359,14 +410,10 @@ def _judge(guest: DesiredGuest, gm: GuestMemory, ctx: _Pass) -> _Verdict:
     verdict with state None when it is missing and may be created now."""
     name = guest.name
     domain = ctx.listed.get(name)
-    running = _running_detail(domain)
-    if name in ctx.in_flight:
-        return _Verdict(guest, gm, GuestState.CREATING, _join("xl create in flight", running))
-    if _is_held(name, gm, ctx.settings):
-        reason = gm.hold_reason if gm.held else "held by the config"
-        return _Verdict(guest, gm, GuestState.HELD, _join(reason or "held", running))
-    if gm.uncertain is not None:
-        return _Verdict(guest, gm, GuestState.UNCERTAIN, _join(_doubt(name, gm), running))
+    standing = _standing(name, gm, ctx.in_flight, ctx.settings)
+    if standing is not None:
+        state, detail = standing
+        return _Verdict(guest, gm, state, _join(detail, _running_detail(domain)))
     if domain is not None:
         return _listed_verdict(guest, gm, domain)
     if ctx.migrating(name):
@@ -387,6 +434,22 @@ def _judge(guest: DesiredGuest, gm: GuestMemory, ctx: _Pass) -> _Verdict:
             ctx.wake(grace_end)
             return _Verdict(guest, gm, GuestState.GRACE, "missing; within missing_grace")
     return _Verdict(guest, gm, None)
+
+
+def _standing(
+    name: str, gm: GuestMemory, in_flight: Collection[str], settings: PlannerSettings
+) -> tuple[GuestState, str] | None:
+    """The state of a desired guest that no listing can change, with its detail,
+    in the one precedence every pass uses: a create in flight, then a hold, then
+    a doubt about the hold; None when the listing decides."""
+    if name in in_flight:
+        return GuestState.CREATING, "xl create in flight"
+    if _is_held(name, gm, settings):
+        reason = gm.hold_reason if gm.held else "held by the config"
+        return GuestState.HELD, reason or "held"
+    if gm.uncertain is not None:
+        return GuestState.UNCERTAIN, _doubt(name, gm)
+    return None
 
 
 def _listed_verdict(guest: DesiredGuest, gm: GuestMemory, domain: Domain) -> _Verdict:
@@ -464,7 +527,8 @@ def _schedule(
     for index, v in enumerate(eligible):
         if index < allowed:
             creates.append(CreateAction(v.guest.name, v.guest.path, v.guest.cfg_hash))
-            statuses.append(_status(v, GuestState.PENDING, "create started"))
+            started = GuestState.CREATING if ctx.starting else GuestState.PENDING
+            statuses.append(_status(v, started, "create started"))
         elif index < free:
             ready_at = (ctx.now if creates else memory.last_create_at or ctx.now) + (
                 settings.start_delay
@@ -702,15 +766,9 @@ def _untrusted_plan(
     statuses: list[GuestStatus] = []
     for guest in _managed_guests(desired):
         gm = memory.guest(guest.name)
-        verdict = _Verdict(guest, gm, None)
-        if _is_held(guest.name, gm, settings):
-            statuses.append(_status(verdict, GuestState.HELD, gm.hold_reason or "held"))
-        elif gm.uncertain is not None:
-            statuses.append(_status(verdict, GuestState.UNCERTAIN, _doubt(guest.name, gm)))
-        elif guest.name in in_flight:
-            statuses.append(_status(verdict, GuestState.CREATING, "xl create in flight"))
-        else:
-            statuses.append(_status(verdict, GuestState.UNKNOWN, "toolstack listing failed"))
+        standing = _standing(guest.name, gm, in_flight, settings)
+        state, detail = standing or (GuestState.UNKNOWN, "toolstack listing failed")
+        statuses.append(_status(_Verdict(guest, gm, None), state, detail))
     statuses += _side_statuses(desired, memory.guests, None)
     return Plan(creates=(), statuses=_sorted(statuses), memory=memory, trusted=False)
 

@@ -7,7 +7,7 @@ seconds, `wall_now` being the wall clock at `now`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from xenreconcile.clock import EPOCH_DIGITS
@@ -59,13 +59,16 @@ def status_document(
     daemon_pid: int | None,
     toolstack_error: str | None,
     watcher: str | None = None,
+    in_flight: Collection[str] = (),
 ) -> dict[str, Any]:
-    """The `status --json` document for `plan` as seen at `now` (`wall_now`)."""
+    """The `status --json` document for `plan` as seen at `now` (`wall_now`);
+    `in_flight` names the creates the daemon is running."""
     return {
         "version": SCHEMA_VERSION,
         "generated_at": round(wall_now, EPOCH_DIGITS),
         "daemon": {"running": daemon_pid is not None, "pid": daemon_pid, "watcher": watcher},
         "toolstack": {"ok": plan.trusted, "error": toolstack_error},
+        "in_flight": sorted(in_flight),
         "guests": [guest_entry(s, now, wall_now) for s in plan.statuses],
     }
 
