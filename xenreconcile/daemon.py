@@ -23,9 +23,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from tenacity import RetryCallState, wait_exponential
-
 from xenreconcile import __version__, control, logs, partial, planner, report
+from xenreconcile.backoff import toolstack_delay
 from xenreconcile.clock import Clock, SystemClock, epoch_offset, from_epoch, to_epoch
 from xenreconcile.config import Config, ConfigError, load_config
 from xenreconcile.guestdir import GuestDirScanner
@@ -109,15 +108,6 @@ def xl_command(config: Config) -> list[str]:
     """The xl program and its fixed arguments from the config key `xl`."""
     value: Any = config.xl
     return [value] if isinstance(value, str) else list(value)
-
-
-def toolstack_delay(failures: int, cap: float) -> float:
-    """Seconds before the next `xl list` after `failures` failed ones in a row:
-    1, 2, 4 ... capped at `cap` (tenacity computes it; nothing blocks on it)."""
-    wait = wait_exponential(multiplier=1, min=1, max=max(1.0, cap))
-    state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
-    state.attempt_number = max(1, failures)
-    return float(wait(state))
 
 
 def xl_log_path(name: str) -> str:
