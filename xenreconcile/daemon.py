@@ -27,6 +27,7 @@ from xenreconcile import __version__, control, logs, partial, planner, report
 from xenreconcile.backoff import toolstack_delay
 from xenreconcile.clock import Clock, SystemClock, epoch_offset, from_epoch, to_epoch
 from xenreconcile.config import Config, ConfigError, load_config
+from xenreconcile.errors import XenreconcileError
 from xenreconcile.guestdir import GuestDirScanner
 from xenreconcile.models import (
     CreateAction,
@@ -100,7 +101,7 @@ class Joinable(Protocol):
 CreateStarter = Callable[[CreateAction, Callable[[CreateResult], None]], Joinable]
 
 
-class DaemonError(Exception):
+class DaemonError(XenreconcileError):
     """The daemon cannot start (state directory locked or unusable)."""
 
 

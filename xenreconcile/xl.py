@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import IO
 
+from xenreconcile.errors import XenreconcileError
 from xenreconcile.models import (
     DOM0_NAME,
     INCOMING_SUFFIX,
@@ -55,7 +56,7 @@ _MAX_DOMID = 0x7FF4  # DOMID_FIRST_RESERVED: ids at or above it are never guests
 _QUOTE_LIMIT = 80
 
 
-class ToolstackError(Exception):
+class ToolstackError(XenreconcileError):
     """xl could not tell us the truth: it failed, timed out, or printed something
     we do not trust. `str()` says what failed."""
 
