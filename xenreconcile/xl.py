@@ -27,8 +27,6 @@ from typing import IO
 from xenreconcile.errors import XenreconcileError
 from xenreconcile.models import (
     DOM0_NAME,
-    INCOMING_SUFFIX,
-    MIGRATEDAWAY_SUFFIX,
     CreateAction,
     CreateResult,
     Domain,
@@ -169,14 +167,6 @@ def _quote(line: str) -> str:
     """`line` as a short repr for an error message."""
     shown = line if len(line) <= _QUOTE_LIMIT else line[:_QUOTE_LIMIT] + "..."
     return repr(shown)
-
-
-def split_migration_name(name: str) -> tuple[str, str | None]:
-    """Given a listed domain name, return (guest name, "incoming" | "migratedaway" | None)."""
-    for suffix in (INCOMING_SUFFIX, MIGRATEDAWAY_SUFFIX):
-        if name.endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)], suffix.lstrip("-")
-    return name, None
 
 
 # --- running xl ----------------------------------------------------------------------------
