@@ -1,9 +1,18 @@
-"""Helpers shared by the tests: one fake clock and the minimal guest cfg."""
+"""Helpers shared by the tests: one fake clock, the minimal guest cfg, a daemon
+over the simulated xl."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
+
+from xenreconcile import logs
+from xenreconcile.config import parse_config
+from xenreconcile.daemon import Daemon
+from xenreconcile.state import Boot
+from xenreconcile.xl import XlRunner
 
 # The smallest cfg the scanner accepts as a guest.
 MINIMAL_CFG = 'name = "{name}"\nmemory = 128\n'
@@ -66,3 +75,23 @@ class FakeClock:
             assert self.world is not None
             self.world.happen(self.now)
         return event.is_set()
+
+
+def simxl_daemon(tmp_path: Path, xl_command: Sequence[str], extra_config: str = "") -> Daemon:
+    """Given a temp dir, the simulated xl's command and more config lines, return
+    a daemon (not started, no watcher, boot `boot-1`) with its guests dir, state
+    dir and JSON log under `tmp_path`, its logging configured."""
+    guests = tmp_path / "guests"
+    guests.mkdir(mode=0o755)
+    config = parse_config(
+        f"guests_dir: {guests}\nstate_dir: {tmp_path / 'state'}\n"
+        f"log_file: {tmp_path / 'daemon.log'}\nlog_format: json\n{extra_config}",
+        "test.yaml",
+    )
+    logs.configure(config.log_file, config.log_format, config.log_level)
+    return Daemon(
+        config,
+        runner=XlRunner(list(xl_command)),
+        read_boot=lambda: Boot("boot-1", 1000.0, 10.0),
+        use_watcher=False,
+    )
