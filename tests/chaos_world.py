@@ -18,13 +18,13 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
-import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import FakeClock
 from xenreconcile import control
 from xenreconcile.config import Config, parse_config
 from xenreconcile.daemon import Daemon, Joinable
@@ -65,36 +65,6 @@ missing_grace: 5s
 stable_after: 20s
 backoff: {{initial: 2s, multiplier: 2, max: 60s, jitter: 5s}}
 """
-
-
-class FakeClock:
-    """Simulated time (monotonic and wall alike); waiting lets the world act
-    until the wait ends."""
-
-    def __init__(self, world: ChaosWorld) -> None:
-        self.now = EPOCH
-        self.world = world
-
-    def monotonic(self) -> float:
-        """The simulated time."""
-        return self.now
-
-    def wall(self) -> float:
-        """The simulated time (the world's wall clock never steps)."""
-        return self.now
-
-    def wait(self, event: threading.Event, timeout: float) -> bool:
-        """Advance simulated time by up to `timeout`, stopping early once the
-        world's actions set `event`; True if it was set."""
-        end = self.now + max(0.0, timeout)
-        while not event.is_set():
-            at = self.world.next_happening()
-            if at is None or at > end:
-                self.now = end
-                break
-            self.now = max(self.now, at)
-            self.world.happen(self.now)
-        return event.is_set()
 
 
 @dataclass
@@ -162,7 +132,7 @@ class ChaosWorld:
             self._write_cfg(name, 0)
         self._write_extra_files()
         self.config = self._load_config()
-        self.clock = FakeClock(self)
+        self.clock = FakeClock(start=EPOCH, wall_offset=0.0, world=self)
         self.domains: dict[str, int] = {}
         self.domids = itertools.count(1)
         self.flights: list[tuple[float, int, Flight]] = []

@@ -9,13 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from xenreconcile import logs
-from xenreconcile.config import parse_config
+from tests.helpers import simxl_daemon
 from xenreconcile.daemon import Daemon
 from xenreconcile.guestdir import GuestDirScanner
 from xenreconcile.models import CreateAction, CreateResult, DesiredState
 from xenreconcile.simxl import SimXl
-from xenreconcile.state import Boot
 from xenreconcile.xl import NOT_RUN, STDIN_PATH, XlRunner, create_checked
 
 GOOD = 'name = "good"\ntype = "pv"\nkernel = "/boot/vmlinuz"\nmemory = 128\n'
@@ -95,20 +93,7 @@ def test_the_checked_bytes_are_handed_on(tmp_path: Path) -> None:
 
 @pytest.fixture
 def daemon(tmp_path: Path, simxl: SimXl) -> Iterator[Daemon]:
-    guests = tmp_path / "guests"
-    guests.mkdir(mode=0o755)
-    config = parse_config(
-        f"guests_dir: {guests}\nstate_dir: {tmp_path / 'state'}\n"
-        f"log_file: {tmp_path / 'daemon.log'}\nlog_format: json\n",
-        "test.yaml",
-    )
-    logs.configure(config.log_file, config.log_format, config.log_level)
-    yield Daemon(
-        config,
-        runner=XlRunner(simxl.command),
-        read_boot=lambda: Boot("boot-1", 1000.0, 10.0),
-        use_watcher=False,
-    )
+    yield simxl_daemon(tmp_path, simxl.command)
 
 
 def swap_after_first_scan(scanner: GuestDirScanner, swap: Callable[[], None]) -> None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import FakeClock, minimal_cfg
 from xenreconcile import control, logs
 from xenreconcile.config import parse_config
 from xenreconcile.daemon import Daemon, toolstack_delay
@@ -17,35 +17,6 @@ from xenreconcile.state import Boot, StateStore
 from xenreconcile.xl import ToolstackError
 
 DOM0 = Domain("Domain-0", 0, 1024, 2, "r-----", 1.0)
-
-
-class FakeClock:
-    """Time that only moves when the loop waits. `now` is the monotonic clock;
-    the wall clock is it plus `wall_offset`, which `step_wall` changes alone, as
-    NTP or an admin's `date` would."""
-
-    def __init__(self, start: float = 5_000.0, wall_offset: float = 1_800_000_000.0) -> None:
-        self.now = start
-        self.wall_offset = wall_offset
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def wall(self) -> float:
-        return self.now + self.wall_offset
-
-    def time(self) -> float:  # the clock interface of 0.1.0, which read only wall time
-        return self.wall()
-
-    def step_wall(self, seconds: float) -> None:
-        """Set the wall clock `seconds` forward (negative: back); monotonic time stays."""
-        self.wall_offset += seconds
-
-    def wait(self, event: threading.Event, timeout: float) -> bool:
-        if event.is_set():
-            return True
-        self.now += max(0.0, timeout)
-        return False
 
 
 class FakeXl:
@@ -149,7 +120,7 @@ def events(tmp_path: Path, name: str) -> list[dict[str, object]]:
 
 def add_guest(tmp_path: Path, name: str) -> None:
     path = tmp_path / "guests" / f"{name}.cfg"
-    path.write_text(f'name = "{name}"\nmemory = 128\n', encoding="utf-8")
+    path.write_text(minimal_cfg(name), encoding="utf-8")
     path.chmod(0o644)
 
 

@@ -11,16 +11,13 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import minimal_cfg as cfg
 from xenreconcile import guestdir, xlcfg
 from xenreconcile.guestdir import MAX_CFG_BYTES, GuestDirScanner
 from xenreconcile.models import DesiredGuest, DesiredState, InvalidFile
 
 FOREIGN_UID = 4321
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
-
-
-def cfg(name: str) -> str:
-    return f'name = "{name}"\nmemory = 128\n'
 
 
 @pytest.fixture

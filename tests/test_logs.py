@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from tests.daemon_harness import DaemonRun, wait_for
+from tests.helpers import FakeClock
 from xenreconcile import cli, logs
 from xenreconcile.daemon import Daemon
 
@@ -44,16 +45,6 @@ HOSTILE = {
     "bidi-override": "\u202e",
 }
 NOT_UTF8 = os.fsdecode(b"caf\xe9.cfg")  # what os.listdir gives for a Latin-1 name
-
-
-class FakeClock:
-    """A monotonic clock that moves only when told."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(autouse=True)

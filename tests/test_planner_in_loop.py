@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from tests.daemon_harness import DaemonRun
-from tests.test_daemon_loop import FakeClock, FakeXl, add_guest, events, inline_starter
+from tests.helpers import FakeClock
+from tests.test_daemon_loop import FakeXl, add_guest, events, inline_starter
 from xenreconcile import eventsink, logs, report
 from xenreconcile.config import parse_config
 from xenreconcile.daemon import STATUS_FILE, Daemon

@@ -15,12 +15,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from xenreconcile.simxl import wait_until
 
 pytestmark = pytest.mark.skipif(
     sys.platform != "linux", reason="reads process states from Linux /proc"
@@ -49,15 +50,6 @@ def alive(pid: int) -> bool:
     except (ProcessLookupError, FileNotFoundError):
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    """Poll condition until it holds; fail naming `what` after DEADLINE seconds."""
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @dataclass
@@ -125,7 +117,9 @@ class Service:
 
     def started(self) -> tuple[int, int, int]:
         """Wait for the daemon to be up; return (supervisor, daemon, monitor) pids."""
-        wait_until(lambda: any(e.startswith("started") for e in self.events()), "the daemon")
+        wait_until(
+            lambda: any(e.startswith("started") for e in self.events()), DEADLINE, "the daemon"
+        )
         supervisor = self.read_pid(self.supervisor_pidfile)
         child = self.read_pid(self.child_pidfile)
         return supervisor, child, self.monitors()[-1]
@@ -235,14 +229,14 @@ def test_start_status_reload_stop(services: Callable[..., Service], release: int
 
     reload = service.rc("reload")
     assert reload.returncode == 0, reload.stderr
-    wait_until(lambda: "hup" in service.events(), "SIGHUP to reach the daemon")
+    wait_until(lambda: "hup" in service.events(), DEADLINE, "SIGHUP to reach the daemon")
     assert alive(supervisor), "reload must not signal the supervisor"
     assert alive(child)
     assert service.read_pid(service.child_pidfile) == child
     assert sum(e.startswith("started") for e in service.events()) == 1
 
     stop = service.rc_in_background("stop")
-    wait_until(lambda: "term" in service.events(), "SIGTERM to reach the daemon")
+    wait_until(lambda: "term" in service.events(), DEADLINE, "SIGTERM to reach the daemon")
     assert stop.poll() is None, "stop returned while the daemon was still finishing"
     assert alive(child)
     service.release()
@@ -288,16 +282,16 @@ def test_fake_daemon_behaves_like_the_release(
     supervisor, child, _ = service.started()
 
     os.kill(supervisor, signal.SIGTERM)
-    wait_until(lambda: "term" in service.events(), "SIGTERM forwarded to the daemon")
+    wait_until(lambda: "term" in service.events(), DEADLINE, "SIGTERM forwarded to the daemon")
     if release == 13:
-        wait_until(lambda: not alive(supervisor), "the 13 supervisor to exit")
+        wait_until(lambda: not alive(supervisor), DEADLINE, "the 13 supervisor to exit")
         assert not service.supervisor_pidfile.exists()
         assert not service.child_pidfile.exists()
         assert alive(child)
     else:
         assert alive(supervisor), "a 14 supervisor waits for its child"
     service.release()
-    wait_until(lambda: not alive(child) and not alive(supervisor), "both to exit")
+    wait_until(lambda: not alive(child) and not alive(supervisor), DEADLINE, "both to exit")
 
 
 def without_reopen(text: str) -> str:
@@ -316,7 +310,7 @@ def test_sighup_kills_a_13_supervisor_and_not_a_14_one(services: Callable[..., S
     os.kill(old_supervisor, signal.SIGHUP)
     os.kill(new_supervisor, signal.SIGHUP)
 
-    wait_until(lambda: not alive(old_supervisor), "SIGHUP to kill the 13 supervisor")
+    wait_until(lambda: not alive(old_supervisor), DEADLINE, "SIGHUP to kill the 13 supervisor")
     assert alive(old_child)
     assert alive(new_supervisor)
     assert "hup" not in old.events() + new.events()
@@ -363,7 +357,7 @@ def test_restart_with_a_broken_config_leaves_the_daemon_running(
 
     assert again.returncode == 0, again.stderr
     assert not alive(child)
-    wait_until(lambda: service.starts() == 2, "the restarted daemon")
+    wait_until(lambda: service.starts() == 2, DEADLINE, "the restarted daemon")
 
 
 @pytest.mark.parametrize("release", [13, 14])
@@ -384,7 +378,7 @@ def test_reload_with_a_broken_config_does_not_signal(
     # A reload that does signal, so that a SIGHUP from the refused one would show too.
     service.config.write_text("interval: 30s\n", encoding="utf-8")
     assert service.rc("reload").returncode == 0
-    wait_until(lambda: "hup" in service.events(), "SIGHUP to reach the daemon")
+    wait_until(lambda: "hup" in service.events(), DEADLINE, "SIGHUP to reach the daemon")
     assert service.events().count("hup") == 1
     assert alive(supervisor)
     assert alive(child)
@@ -401,10 +395,10 @@ def test_a_crashing_daemons_traceback_lands_in_the_output_file(
     os.kill(child, signal.SIGUSR1)
 
     crash = f"Crash: stand-in daemon {child} crashed on SIGUSR1"
-    wait_until(lambda: crash in service.output(), "the traceback in the output file")
+    wait_until(lambda: crash in service.output(), DEADLINE, "the traceback in the output file")
     assert "Traceback (most recent call last):" in service.output()
     assert service.output_file.stat().st_mode & 0o777 == 0o600
-    wait_until(lambda: service.starts() == 2, "the supervisor to restart the daemon")
+    wait_until(lambda: service.starts() == 2, DEADLINE, "the supervisor to restart the daemon")
     assert alive(supervisor)
 
 
@@ -417,18 +411,22 @@ def test_sighup_to_the_supervisor_reopens_the_output_file(
     assert service.rc("start").returncode == 0
     supervisor, first, _ = service.started()
     os.kill(first, signal.SIGUSR1)
-    wait_until(lambda: f"daemon {first} crashed" in service.output(), "the first traceback")
-    wait_until(lambda: service.starts() == 2, "the supervisor to restart the daemon")
+    wait_until(
+        lambda: f"daemon {first} crashed" in service.output(), DEADLINE, "the first traceback"
+    )
+    wait_until(lambda: service.starts() == 2, DEADLINE, "the supervisor to restart the daemon")
     second = service.read_pid(service.child_pidfile)
     rotated = service.output_file.with_name("xenreconcile.stderr.0")
     service.output_file.rename(rotated)
 
     os.kill(supervisor, signal.SIGHUP)
 
-    wait_until(service.output_file.exists, "the supervisor to reopen the output file")
+    wait_until(service.output_file.exists, DEADLINE, "the supervisor to reopen the output file")
     assert alive(supervisor)
     os.kill(second, signal.SIGUSR1)
-    wait_until(lambda: f"daemon {second} crashed" in service.output(), "the second traceback")
+    wait_until(
+        lambda: f"daemon {second} crashed" in service.output(), DEADLINE, "the second traceback"
+    )
     assert f"daemon {second} crashed" not in rotated.read_text()
     assert "hup" not in service.events()
 
@@ -477,11 +475,14 @@ def test_stop_waits_for_a_daemon_restarted_by_the_supervisor(
     os.kill(first, signal.SIGTERM)
     wait_until(
         lambda: service.child_pidfile.exists() and service.read_pid(service.child_pidfile) != first,
+        DEADLINE,
         "the supervisor to restart the daemon",
     )
     second = service.read_pid(service.child_pidfile)
-    wait_until(lambda: service.events().count("exit") == 1, "the first daemon to exit")
-    wait_until(lambda: sum(e.startswith("started") for e in service.events()) == 2, "restart")
+    wait_until(lambda: service.events().count("exit") == 1, DEADLINE, "the first daemon to exit")
+    wait_until(
+        lambda: sum(e.startswith("started") for e in service.events()) == 2, DEADLINE, "restart"
+    )
 
     stop = service.rc("stop")
 
@@ -517,21 +518,21 @@ def test_real_daemon_under_the_rc_script(services: Callable[..., Service], tmp_p
     service.env.update(sim.env())
     try:
         assert service.rc("start").returncode == 0
-        wait_until(service.child_pidfile.exists, "the daemon's pidfile")
+        wait_until(service.child_pidfile.exists, DEADLINE, "the daemon's pidfile")
         supervisor = service.read_pid(service.supervisor_pidfile)
         child = service.read_pid(service.child_pidfile)
 
         def web_monitor() -> int | None:
             return next((d.monitor_pid for d in sim.domains() if d.name == "web"), None)
 
-        wait_until(lambda: web_monitor() is not None, "the daemon to create the guest")
+        wait_until(lambda: web_monitor() is not None, DEADLINE, "the daemon to create the guest")
         monitor = web_monitor()
         assert monitor is not None
         status = service.rc("status")
         assert status.stdout.strip() == f"xenreconcile is running as pid {supervisor}."
 
         assert service.rc("reload").returncode == 0
-        wait_until(lambda: "config_reloaded" in log.read_text(), "the daemon to reload")
+        wait_until(lambda: "config_reloaded" in log.read_text(), DEADLINE, "the daemon to reload")
         assert alive(supervisor)
         assert alive(child)
 

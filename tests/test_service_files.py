@@ -208,7 +208,6 @@ PORT = ROOT / "ports" / "sysutils" / "py-xenreconcile"
 PORT_ORIGINS = {
     "structlog": "devel/py-structlog",
     "pyyaml": "devel/py-yaml",
-    "tenacity": "devel/py-tenacity",
     "hatchling": "devel/py-hatchling",
 }
 

@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from freezegun import freeze_time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -173,6 +174,20 @@ def test_second_corrupt_file_does_not_overwrite_the_first(tmp_path: Path) -> Non
         if name.startswith("state.json.corrupt-")
     )
     assert kept == [b"one", b"two"]
+
+
+@freeze_time("2026-03-01 04:05:06", tz_offset=-7)
+def test_corrupt_files_are_named_by_the_utc_second_and_numbered_within_it(tmp_path: Path) -> None:
+    # The wall clock stands still: both damaged files are moved aside in the same
+    # second, and the local time zone (UTC-7 here) must not show in the name.
+    store = store_in(tmp_path)
+    os.makedirs(store.state_dir)
+    for content in (b"one", b"two"):
+        Path(store.path).write_bytes(content)
+        store.load()
+    stamp = "state.json.corrupt-20260301T040506Z"
+    aside = {name: Path(store.state_dir, name).read_bytes() for name in os.listdir(store.state_dir)}
+    assert aside == {stamp: b"one", f"{stamp}.2": b"two"}
 
 
 def test_corrupt_file_is_replaced_by_the_next_save(tmp_path: Path) -> None:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_daemon_loop import FakeClock, FakeXl, events, inline_starter
+from tests.helpers import FakeClock
+from tests.test_daemon_loop import FakeXl, events, inline_starter
 from xenreconcile import control, logs
 from xenreconcile.config import parse_config
 from xenreconcile.daemon import Daemon

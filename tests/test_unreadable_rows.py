@@ -10,12 +10,10 @@ from typing import Any
 import pytest
 
 from tests.daemon_harness import GUEST_CFG
-from xenreconcile import eventsink, logs
-from xenreconcile.config import parse_config
+from tests.helpers import simxl_daemon
+from xenreconcile import eventsink
 from xenreconcile.daemon import STATUS_FILE, Daemon
 from xenreconcile.simxl import SimXl
-from xenreconcile.state import Boot
-from xenreconcile.xl import XlRunner
 
 
 @pytest.fixture
@@ -32,21 +30,7 @@ def notified(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str | None
 
 @pytest.fixture
 def daemon(tmp_path: Path, simxl: SimXl) -> Iterator[Daemon]:
-    guests = tmp_path / "guests"
-    guests.mkdir(mode=0o755)
-    config = parse_config(
-        f"guests_dir: {guests}\nstate_dir: {tmp_path / 'state'}\n"
-        f"log_file: {tmp_path / 'daemon.log'}\nlog_format: json\n"
-        "notify_command: [/bin/true]\n",
-        "test.yaml",
-    )
-    logs.configure(config.log_file, config.log_format, config.log_level)
-    yield Daemon(
-        config,
-        runner=XlRunner(simxl.command),
-        read_boot=lambda: Boot("boot-1", 1000.0, 10.0),
-        use_watcher=False,
-    )
+    yield simxl_daemon(tmp_path, simxl.command, "notify_command: [/bin/true]\n")
 
 
 def add_guest(tmp_path: Path, name: str) -> None:

@@ -8,14 +8,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from xenreconcile.models import Domain
+from xenreconcile.models import Domain, split_migration_name
 from xenreconcile.simxl.cli import HEADER, format_row
 from xenreconcile.xl import (
     UnreadRow,
     XlListError,
     XlListRowsError,
     parse_xl_list,
-    split_migration_name,
 )
 
 FUZZ_EXAMPLES = int(os.environ.get("XR_FUZZ_EXAMPLES", "10000"))

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from xenreconcile.models import split_migration_name
 from xenreconcile.simxl import SimXl, process_alive, wait_for, write_cfg
-from xenreconcile.xl import ToolstackError, XlListError, XlRunner, split_migration_name
+from xenreconcile.xl import ToolstackError, XlListError, XlRunner
 
 
 def last_call_pid(sim: SimXl) -> int:

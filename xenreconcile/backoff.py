@@ -1,22 +1,23 @@
-"""Retry delays for failed creates, computed with tenacity's wait strategies.
+"""Retry delays: the one capped exponential formula, for failed creates and for
+failed `xl list` calls.
 
 The delay after the n-th consecutive failure is
-``min(initial * multiplier**(n-1), max) + jitter(name, n)`` where the jitter lies
-in ``[0, backoff.jitter]``. The jitter is derived from a hash of the guest name
-and the attempt number instead of the global random generator, so the planner
-stays pure: the same failure always schedules the same retry, and guests that
-failed together (a Dom0 boot storm) still spread out.
+``min(initial * multiplier**(n-1), max)`` (`exponential_delay`, the only place
+that formula is written). A failed create adds ``jitter(name, n)`` in
+``[0, backoff.jitter]``, derived from a hash of the guest name and the attempt
+number instead of the global random generator, so the planner stays pure: the
+same failure always schedules the same retry, and guests that failed together
+(a Dom0 boot storm) still spread out. A failed `xl list` is retried after 1, 2,
+4 ... seconds, capped at the pass interval.
 
 Nothing here sleeps or retries: the daemon owns the schedule, the planner only
-stores the resulting ``next_retry``.
+stores the resulting ``next_retry``. This module imports only the standard
+library, so neither the planner nor the daemon pays for a retry library.
 """
 
 from __future__ import annotations
 
 import hashlib
-
-from tenacity import RetryCallState, Retrying, wait_exponential
-from tenacity.wait import wait_base
 
 from .models import Backoff
 
@@ -24,18 +25,21 @@ from .models import Backoff
 _HASH_BYTES = 8
 _HASH_SPAN = float(2 ** (8 * _HASH_BYTES) - 1)
 
+# `xl list` retries: 1 s after the first failure, doubling up to the interval.
+TOOLSTACK_FIRST_DELAY = 1.0
+TOOLSTACK_MULTIPLIER = 2.0
 
-class wait_hashed_jitter(wait_base):  # lower-case like tenacity's own strategies
-    """A tenacity wait of a pseudo-random amount in ``[0, jitter]`` that depends
-    only on ``key`` and the attempt number of the retry state it is given."""
 
-    def __init__(self, key: str, jitter: float) -> None:
-        self.key = key
-        self.jitter = max(0.0, jitter)
-
-    def __call__(self, retry_state: RetryCallState) -> float:
-        """Given a retry state, return this key's jitter for its attempt number."""
-        return self.jitter * unit_hash(self.key, retry_state.attempt_number)
+def exponential_delay(attempt: int, initial: float, multiplier: float, cap: float) -> float:
+    """Given the number of consecutive failures (below 1 counts as 1), the first
+    delay, the growth factor and the cap, return
+    ``min(initial * multiplier**(attempt-1), cap)`` seconds."""
+    exponent = max(1, attempt) - 1
+    try:
+        grown = initial * multiplier**exponent
+    except OverflowError:  # a float power past 1e308: long past any cap
+        return cap
+    return min(grown, cap)
 
 
 def unit_hash(key: str, attempt: int) -> float:
@@ -46,22 +50,24 @@ def unit_hash(key: str, attempt: int) -> float:
     return int.from_bytes(digest, "big") / _HASH_SPAN
 
 
-def wait_strategy(name: str, backoff: Backoff) -> wait_base:
-    """Given a guest name and the backoff settings, return the tenacity wait
-    strategy: capped exponential growth plus the guest's deterministic jitter."""
-    exponential = wait_exponential(
-        multiplier=backoff.initial, exp_base=backoff.multiplier, max=backoff.max
-    )
-    return exponential + wait_hashed_jitter(name, backoff.jitter)
+def hashed_jitter(name: str, attempt: int, jitter: float) -> float:
+    """Given a guest name, an attempt number and the jitter bound (negative counts
+    as 0), return the guest's pseudo-random share of ``[0, jitter]`` seconds."""
+    return max(0.0, jitter) * unit_hash(name, attempt)
 
 
 def retry_delay(name: str, attempts: int, backoff: Backoff) -> float:
     """Given a guest name, its number of consecutive failures (1 after the first)
     and the backoff settings, return the seconds to wait before the next create."""
-    state = RetryCallState(retry_object=_NEVER_RUN, fn=None, args=(), kwargs={})
-    state.attempt_number = max(1, attempts)
-    return float(wait_strategy(name, backoff)(state))
+    attempt = max(1, attempts)
+    delay = exponential_delay(attempt, backoff.initial, backoff.multiplier, backoff.max)
+    return delay + hashed_jitter(name, attempt, backoff.jitter)
 
 
-# Only a carrier for RetryCallState; it never calls anything, sleeps or retries.
-_NEVER_RUN = Retrying()
+def toolstack_delay(failures: int, cap: float) -> float:
+    """Given the number of failed `xl list` calls in a row and the longest wait
+    (the pass interval; below 1 s counts as 1 s), return the seconds before the
+    next one: 1, 2, 4 ... capped."""
+    return exponential_delay(
+        failures, TOOLSTACK_FIRST_DELAY, TOOLSTACK_MULTIPLIER, max(TOOLSTACK_FIRST_DELAY, cap)
+    )

@@ -16,19 +16,19 @@ from typing import Any
 from xenreconcile import control, logs, report
 from xenreconcile.clock import Instant
 from xenreconcile.config import Config, ConfigError, load_config
-from xenreconcile.daemon import STATUS_FILE, Daemon, DaemonError
+from xenreconcile.daemon import STATUS_FILE, Daemon
 from xenreconcile.demo import run_demo
+from xenreconcile.errors import EXIT_FAILURE, EXIT_SETUP, XenreconcileError
 from xenreconcile.models import Memory, Plan
 from xenreconcile.passinputs import PassInputs
 from xenreconcile.state import (
-    StateDirError,
     StateStore,
     read_private,
     trusted_uids,
     unsafe_path_problem,
 )
 
-EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, EXIT_FAILURE, EXIT_SETUP
 MAX_STATUS_BYTES = 64 * 1024 * 1024
 
 
@@ -38,21 +38,16 @@ def dispatch(args: argparse.Namespace) -> int:
         return run_demo(keep=args.keep)
     try:
         config = load_config(args.config)
-    except ConfigError as exc:
-        for error in exc.errors:
-            print(f"xenreconcile: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    handler = COMMANDS[args.command]
-    try:
-        return handler(config, args)
-    except StateDirError as exc:
-        # An unsafe state_dir is a set-up error, like a bad config: restarting
-        # cannot mend it, the admin must (the message says how).
-        print(f"xenreconcile: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (DaemonError, OSError) as exc:
-        # A failure at run time, not a usage error: the service manager restarts
-        # a daemon that exits 1, and never one that exits 2.
+        return COMMANDS[args.command](config, args)
+    except XenreconcileError as exc:
+        # 2 for a set-up error (a bad config, an unsafe state_dir) the admin must
+        # mend, 1 for a failure at run time: the service manager restarts a
+        # daemon that exits 1, and never one that exits 2. A config's errors are
+        # all shown, one a line.
+        for problem in exc.errors if isinstance(exc, ConfigError) else (exc,):
+            print(f"xenreconcile: {problem}", file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:
         print(f"xenreconcile: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
     except KeyboardInterrupt:
@@ -69,7 +64,7 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
             return daemon.run_once()
         daemon.install_signals()
         return daemon.run()
-    except (DaemonError, OSError) as exc:
+    except (XenreconcileError, OSError) as exc:
         logs.get_logger().error("daemon_failed", error=str(exc))
         raise
 

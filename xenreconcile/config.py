@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from xenreconcile import schema, trust
+from xenreconcile.errors import SetupError
 from xenreconcile.schema import Kind, Option, Spec, options
 
 Config = schema.Config  # the loader's result, named here for its callers
@@ -54,7 +55,7 @@ _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(h|m|s)")
 _DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
 
 
-class ConfigError(Exception):
+class ConfigError(SetupError):
     """A config that cannot be used. The message names the file, the line when
     known, and the key path (e.g. `backoff.max`)."""
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from xenreconcile import planner
+from xenreconcile.errors import SetupError, XenreconcileError
 from xenreconcile.models import Memory
 from xenreconcile.state import (
     StateReadOnlyError,
@@ -45,11 +46,11 @@ MAX_REQUEST_BYTES = 64 * 1024
 POLL = 0.05
 
 
-class RequestError(Exception):
+class RequestError(SetupError):
     """A request that cannot be used; the message says why (and names the file)."""
 
 
-class RequestDirError(OSError):
+class RequestDirError(XenreconcileError, OSError):
     """The requests directory is not one only root controls."""
 
 

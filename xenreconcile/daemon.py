@@ -23,9 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tenacity import RetryCallState, wait_exponential
-
 from xenreconcile import __version__, logs, planner, report
+from xenreconcile.backoff import toolstack_delay
 from xenreconcile.clock import Clock, SystemClock, epoch_offset
 from xenreconcile.config import Config, ConfigError, load_config
 from xenreconcile.creates import CreateStarter, CreateWorkers, Joinable
@@ -43,15 +42,6 @@ from xenreconcile.statusfile import STATUS_FILE, StatusFile
 __all__ = ["STATUS_FILE", "Daemon", "DaemonError", "Joinable", "toolstack_delay", "xl_command"]
 
 REQUEST_POLL = 0.5  # how often the loop looks for hold/release/retry requests
-
-
-def toolstack_delay(failures: int, cap: float) -> float:
-    """Seconds before the next `xl list` after `failures` failed ones in a row:
-    1, 2, 4 ... capped at `cap` (tenacity computes it; nothing blocks on it)."""
-    wait = wait_exponential(multiplier=1, min=1, max=max(1.0, cap))
-    state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
-    state.attempt_number = max(1, failures)
-    return float(wait(state))
 
 
 @dataclass

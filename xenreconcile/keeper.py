@@ -13,6 +13,7 @@ from typing import Any
 
 from xenreconcile import planner
 from xenreconcile.clock import Clock, epoch_offset, to_epoch
+from xenreconcile.errors import XenreconcileError
 from xenreconcile.models import Memory
 from xenreconcile.passinputs import PassInputs
 from xenreconcile.state import Boot, StateStore, same_boot, saved_boot
@@ -20,7 +21,7 @@ from xenreconcile.state import Boot, StateStore, same_boot, saved_boot
 LOCK_WAIT = 5.0  # how long start-up waits for a CLI command holding the state lock
 
 
-class DaemonError(Exception):
+class DaemonError(XenreconcileError):
     """The daemon cannot start (state directory locked or unusable)."""
 
 

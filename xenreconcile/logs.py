@@ -24,6 +24,8 @@ from typing import Any
 
 import structlog
 
+from xenreconcile.errors import XenreconcileError
+
 LOGGER_NAME = "xenreconcile"
 KEY_ORDER = ("timestamp", "level", "event", "guest")
 REOPEN_RETRY = 10.0  # seconds between two attempts to go back to an unwritable log file
@@ -116,7 +118,7 @@ def _renderers(fmt: str, console: bool) -> list[Any]:
 # --- the log file ----------------------------------------------------------------------------
 
 
-class LogDirError(OSError):
+class LogDirError(XenreconcileError, OSError):
     """The log file's directory is missing and may not be created."""
 
 

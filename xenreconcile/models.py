@@ -29,6 +29,16 @@ INCOMING_SUFFIX = "--incoming"
 MIGRATEDAWAY_SUFFIX = "--migratedaway"
 
 
+def split_migration_name(name: str) -> tuple[str, str | None]:
+    """Given a listed domain name, return (guest name, "incoming" | "migratedaway"
+    | None): xl lists a guest in live migration as `NAME--incoming` or
+    `NAME--migratedaway`; a bare suffix is no guest's migration."""
+    for suffix in (INCOMING_SUFFIX, MIGRATEDAWAY_SUFFIX):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)], suffix.lstrip("-")
+    return name, None
+
+
 # --- desired state: the guests directory -------------------------------------------------
 
 

@@ -98,6 +98,7 @@ from .models import (
     Memory,
     Plan,
     PlannerSettings,
+    split_migration_name,
 )
 
 # States of a desired guest that keep guests of a higher order waiting.
@@ -288,8 +289,8 @@ def _observe_without_file(
     of the other names (no usable file): their live migrations are tracked all the
     same, so that a guest that migrated away while its file was bad or gone is
     migrated, not started again, once the file is back."""
-    away = (_migration_base(n) for n in ctx.listed if n.endswith(MIGRATEDAWAY_SUFFIX))
-    names = (set(guests) | {n for n in away if n is not None}) - managed - ctx.in_flight
+    away = {base for base, kind in map(split_migration_name, ctx.listed) if kind == "migratedaway"}
+    names = (set(guests) | away) - managed - ctx.in_flight
     changed: dict[str, GuestMemory] = {}
     for name in sorted(names):
         before = guests.get(name, GuestMemory())
@@ -706,10 +707,8 @@ def _names_with_file(desired: DesiredState) -> set[str]:
 
 def _migration_base(name: str) -> str | None:
     """`X` for `X--incoming` or `X--migratedaway`, else None."""
-    for suffix in (INCOMING_SUFFIX, MIGRATEDAWAY_SUFFIX):
-        if name.endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)]
-    return None
+    base, kind = split_migration_name(name)
+    return base if kind is not None else None
 
 
 def _pruned(

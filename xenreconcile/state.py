@@ -45,6 +45,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from xenreconcile import trust
+from xenreconcile.errors import SetupError, XenreconcileError
 from xenreconcile.models import GuestMemory, Memory
 
 STATE_FILE = "state.json"
@@ -65,26 +66,27 @@ _DEFAULT_GUEST = GuestMemory()
 FAIL_CLOSED_FIELDS = frozenset({"held", "migrated", "migrating_away", "uncertain"})
 
 
-class CorruptStateError(ValueError):
+class CorruptStateError(XenreconcileError, ValueError):
     """The state file is not JSON of the expected shape."""
 
 
-class StateLockedError(OSError):
+class StateLockedError(XenreconcileError, OSError):
     """Another process (a running daemon) holds the state lock."""
 
 
-class StateDirError(OSError):
-    """state_dir, or a directory on the way to it, is not one only root controls."""
+class StateDirError(SetupError, OSError):
+    """state_dir, or a directory on the way to it, is not one only root controls
+    (a set-up error: restarting cannot mend it)."""
 
 
-class UnsafeFileError(OSError):
+class UnsafeFileError(XenreconcileError, OSError):
     """A file in state_dir is a symlink, not a regular file, or not ours."""
 
     def __str__(self) -> str:
         return f"{self.filename}: {self.strerror}"
 
 
-class StateReadOnlyError(OSError):
+class StateReadOnlyError(XenreconcileError, OSError):
     """The state file is of a newer format version; it is never rewritten."""
 
 
@@ -499,7 +501,7 @@ class _HugeInt:
         self.digits = digits
 
 
-class _BadValue(Exception):
+class _BadValue(XenreconcileError):
     """A field's value does not fit; the message says what was expected."""
 
 

@@ -25,10 +25,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import IO
 
+from xenreconcile.errors import XenreconcileError
 from xenreconcile.models import (
     DOM0_NAME,
-    INCOMING_SUFFIX,
-    MIGRATEDAWAY_SUFFIX,
     CreateAction,
     CreateResult,
     Domain,
@@ -58,7 +57,7 @@ _MAX_DOMID = 0x7FF4  # DOMID_FIRST_RESERVED: ids at or above it are never guests
 _QUOTE_LIMIT = 80
 
 
-class ToolstackError(Exception):
+class ToolstackError(XenreconcileError):
     """xl could not tell us the truth: it failed, timed out, or printed something
     we do not trust. `str()` says what failed."""
 
@@ -171,14 +170,6 @@ def _quote(line: str) -> str:
     """`line` as a short repr for an error message."""
     shown = line if len(line) <= _QUOTE_LIMIT else line[:_QUOTE_LIMIT] + "..."
     return repr(shown)
-
-
-def split_migration_name(name: str) -> tuple[str, str | None]:
-    """Given a listed domain name, return (guest name, "incoming" | "migratedaway" | None)."""
-    for suffix in (INCOMING_SUFFIX, MIGRATEDAWAY_SUFFIX):
-        if name.endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)], suffix.lstrip("-")
-    return name, None
 
 
 # --- running xl ----------------------------------------------------------------------------

@@ -78,13 +78,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple, TypeAlias
 
+from xenreconcile.errors import XenreconcileError
 from xenreconcile.models import DOM0_NAME, INCOMING_SUFFIX, MIGRATEDAWAY_SUFFIX
 
 XlValue: TypeAlias = "str | list[XlValue]"
 """A setting's value: an atom (string or number, kept as text) or a list of values."""
 
 
-class CfgError(ValueError):
+class CfgError(XenreconcileError, ValueError):
     """An xl.cfg file that cannot be used: where (`file`, 1-based `line` and
     `column`) and what is wrong (`message`). Line and column 0 mean the problem
     belongs to the whole file (a missing `name`, for example)."""

@@ -31,6 +31,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from xenreconcile.errors import XenreconcileError
+
 STATE_ENV = "SIMXL_STATE"
 DOM0_ROW = {"name": "Domain-0", "domid": 0, "mem": 1024, "vcpus": 2, "state": "r-----"}
 RUNNING_STATE = "-b----"
@@ -49,7 +51,7 @@ REBOOT_SECONDS = 45.0
 State = dict[str, Any]
 
 
-class StateDirError(Exception):
+class StateDirError(XenreconcileError):
     """The state directory is not given or cannot be used."""
 
 

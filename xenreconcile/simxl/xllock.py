@@ -22,6 +22,8 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from xenreconcile.errors import XenreconcileError
+
 XL_CONF = "xl.conf"
 DEFAULT_LOCKFILE = "xl.lock"
 _LOCKFILE = re.compile(r"""^[ \t]*lockfile[ \t]*=[ \t]*(?:"([^"\n]*)"|'([^'\n]*)')""", re.MULTILINE)
@@ -38,7 +40,7 @@ def lockfile_path(state_dir: Path) -> Path:
     return state_dir / (found[-1] if found else DEFAULT_LOCKFILE)
 
 
-class LockError(Exception):
+class LockError(XenreconcileError):
     """The lock file could not be opened or locked; the text is xl's message."""
 
 

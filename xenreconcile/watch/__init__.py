@@ -28,6 +28,8 @@ import importlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from xenreconcile.errors import XenreconcileError
+
 LogFn = Callable[[str, dict[str, Any]], None]
 
 KINDS = ("inotify", "kqueue", "poll")
@@ -36,7 +38,7 @@ CHOICES = ("auto", *KINDS)
 """What the config's ``watch`` key accepts: a kind, or ``auto`` for the best available."""
 
 
-class WatchUnavailable(Exception):
+class WatchUnavailable(XenreconcileError):
     """The requested kind of watcher cannot work on this host; the message says why."""
 
 

@@ -37,7 +37,7 @@ wait_all_running() {
 if [ "$BOOT" = 1 ]; then
   echo "EXPECT-BOOTS 2"
   check smoke.venv "the project's venv imports xenreconcile and its deps in Dom0" \
-    "$VENV/bin/python" -c 'import xenreconcile, structlog, yaml, tenacity, pyinotify'
+    "$VENV/bin/python" -c 'import xenreconcile, structlog, yaml, pyinotify'
   info "venv: $("$VENV/bin/python" -c 'import sys; print(sys.version.split()[0], sys.prefix)')"
   info "xenreconcile --version: $("$VENV/bin/xenreconcile" --version 2>&1 | tail -1)"
   mkdir -p $GUESTS_DIR
