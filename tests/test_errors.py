@@ -35,7 +35,13 @@ def test_every_project_exception_derives_from_the_one_base() -> None:
 
 def test_only_set_up_errors_exit_2() -> None:
     setup = {c for c in project_exceptions() if c.exit_code == errors.EXIT_SETUP}
-    assert setup == {SetupError, config.ConfigError, state.StateDirError, control.RequestError}
+    assert setup == {
+        SetupError,
+        config.ConfigError,
+        config.ConfigErrors,
+        state.StateDirError,
+        control.RequestError,
+    }
     assert all(issubclass(c, SetupError) for c in setup)
     assert {c.exit_code for c in project_exceptions()} == {errors.EXIT_FAILURE, errors.EXIT_SETUP}
 
