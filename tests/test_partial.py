@@ -12,7 +12,7 @@ from xenreconcile.models import (
     Domain,
     EventKind,
     GuestMemory,
-    GuestState,
+    GuestPhase,
     Memory,
     Plan,
     PlannerSettings,
@@ -74,7 +74,7 @@ def test_a_suspect_is_neither_created_nor_counted_missing_the_others_are_created
     assert all(e.name != "web" for e in restricted.events)
     assert any(e.kind == EventKind.VANISHED and e.name == "web" for e in plan.events)
     web = next(s for s in restricted.statuses if s.name == "web")
-    assert (web.state, web.attempts, web.detail) == (GuestState.UNKNOWN, 2, suspected["web"])
+    assert (web.state, web.attempts, web.detail) == (GuestPhase.UNKNOWN, 2, suspected["web"])
 
 
 def test_when_only_suspects_would_be_created_no_create_time_is_recorded() -> None:
@@ -90,4 +90,4 @@ def test_held_and_creating_suspects_keep_their_state() -> None:
     state = desired("web", "db")
     restricted = restrict(state, before, partial.suspects(state, [row("web db")]), {"db"})
     states = {s.name: s.state for s in restricted.statuses}
-    assert states == {"web": GuestState.HELD, "db": GuestState.CREATING}
+    assert states == {"web": GuestPhase.HELD, "db": GuestPhase.CREATING}

@@ -19,7 +19,7 @@ from xenreconcile.models import (
     EventKind,
     GuestMemory,
     GuestOverride,
-    GuestState,
+    GuestPhase,
     InvalidFile,
     Memory,
     Plan,
@@ -37,7 +37,7 @@ from xenreconcile.planner import (
 )
 
 NOW = 100_000.0
-S = GuestState
+S = GuestPhase
 E = EventKind
 
 # --- builders ------------------------------------------------------------------------------
@@ -55,7 +55,7 @@ def desired(*names: str, **kwargs: Any) -> DesiredState:
 
 def dom(name: str, state: str = "-b----", domid: int = 7) -> Domain:
     """One `xl list` row."""
-    return Domain(name=name, domid=domid, mem=512, vcpus=1, state=state, time=1.0)
+    return Domain(name=name, domid=domid, mem=512, vcpus=1, flags=state, time=1.0)
 
 
 def listing(*rows: str | Domain) -> tuple[Domain, ...]:
@@ -99,7 +99,7 @@ class Case:
     settings: PlannerSettings = field(default_factory=PlannerSettings)
     now: float = NOW
     creates: tuple[str, ...] = ()
-    states: Mapping[str, GuestState] = field(default_factory=dict)
+    states: Mapping[str, GuestPhase] = field(default_factory=dict)
     events: tuple[tuple[EventKind, str], ...] = ()
     memory_after: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     wake_at: object = ANY

@@ -20,7 +20,7 @@ from xenreconcile.models import (
     Domain,
     GuestMemory,
     GuestOverride,
-    GuestState,
+    GuestPhase,
     InvalidFile,
     Memory,
     Plan,
@@ -234,8 +234,8 @@ def test_a_paused_leftover_of_a_failed_create_is_never_running(world: World) -> 
         left = before.leftover_unchecked or before.leftover_domid == domain.domid
         if name not in managed or name in world.in_flight or not (domain.paused and left):
             continue
-        if rows[name].state is not GuestState.HELD:
-            assert rows[name].state is GuestState.LEFTOVER
+        if rows[name].state is not GuestPhase.HELD:
+            assert rows[name].state is GuestPhase.LEFTOVER
         assert result.memory.guest(name).leftover_domid == domain.domid
         assert result.memory.guest(name).seen_running == before.seen_running
 
@@ -314,7 +314,7 @@ def test_guests_created_now_show_pending(world: World) -> None:
     result = world.run()
     rows = {(s.name, s.paths): s.state for s in result.statuses}
     for create in result.creates:
-        assert rows[(create.name, (create.path,))] is GuestState.PENDING
+        assert rows[(create.name, (create.path,))] is GuestPhase.PENDING
 
 
 # --- simulation: with creates that always work, everything ends up running ----------------------

@@ -10,7 +10,7 @@ from xenreconcile.models import (
     DesiredState,
     Domain,
     GuestMemory,
-    GuestState,
+    GuestPhase,
     Memory,
     PlannerSettings,
 )
@@ -27,7 +27,7 @@ def desired(*names: str) -> DesiredState:
     )
 
 
-def states(plan: planner.Plan) -> dict[str, GuestState]:
+def states(plan: planner.Plan) -> dict[str, GuestPhase]:
     return {s.name: s.state for s in plan.statuses}
 
 
@@ -36,7 +36,7 @@ def test_an_uncertain_guest_is_not_created_and_says_what_to_do() -> None:
     plan = planner.plan(desired("web", "db"), (DOM0,), memory, (), NOW, SETTINGS)
     assert [c.name for c in plan.creates] == ["db"]
     [web] = [s for s in plan.statuses if s.name == "web"]
-    assert web.state is GuestState.UNCERTAIN
+    assert web.state is GuestPhase.UNCERTAIN
     assert web.detail is not None and DOUBT in web.detail
     assert "`xenreconcile hold web`" in web.detail and "`release web`" in web.detail
     assert plan.memory.guest("web").uncertain == DOUBT
@@ -46,7 +46,7 @@ def test_a_whole_memory_in_doubt_covers_names_it_has_never_seen() -> None:
     memory = Memory(uncertain="state.json was unreadable")
     plan = planner.plan(desired("web", "db"), (DOM0,), memory, (), NOW, SETTINGS)
     assert plan.creates == ()
-    assert states(plan) == {"db": GuestState.UNCERTAIN, "web": GuestState.UNCERTAIN}
+    assert states(plan) == {"db": GuestPhase.UNCERTAIN, "web": GuestPhase.UNCERTAIN}
     assert plan.memory.uncertain == "state.json was unreadable"
     later = planner.plan(desired("web", "db", "new"), (DOM0,), plan.memory, (), NOW, SETTINGS)
     assert later.creates == ()
@@ -59,7 +59,7 @@ def test_a_held_guest_in_doubt_shows_held_and_a_running_one_shows_uncertain() ->
     )
     listing = (DOM0, Domain("web", 3, 128, 1, "-b----", 1.0))
     plan = planner.plan(desired("web", "db"), listing, memory, (), NOW, SETTINGS)
-    assert states(plan) == {"db": GuestState.HELD, "web": GuestState.UNCERTAIN}
+    assert states(plan) == {"db": GuestPhase.HELD, "web": GuestPhase.UNCERTAIN}
     [web] = [s for s in plan.statuses if s.name == "web"]
     assert web.detail is not None and "domid 3" in web.detail
 
@@ -67,7 +67,7 @@ def test_a_held_guest_in_doubt_shows_held_and_a_running_one_shows_uncertain() ->
 def test_without_a_trusted_listing_an_uncertain_guest_shows_uncertain() -> None:
     memory = Memory(guests={"web": GuestMemory(uncertain=DOUBT)})
     plan = planner.plan(desired("web", "db"), None, memory, (), NOW, SETTINGS)
-    assert states(plan) == {"db": GuestState.UNKNOWN, "web": GuestState.UNCERTAIN}
+    assert states(plan) == {"db": GuestPhase.UNKNOWN, "web": GuestPhase.UNCERTAIN}
 
 
 def test_hold_release_and_accept_state_settle_the_doubt() -> None:
@@ -89,12 +89,12 @@ def test_doubts_outlive_a_missing_file_and_a_dom0_reboot() -> None:
     plan = planner.plan(desired(), (DOM0,), memory, (), NOW, SETTINGS)
     # A name with no file is kept whole for a while (a file moved away and back)...
     assert plan.memory.guest("web") == GuestMemory(uncertain=DOUBT, attempts=3, absent_at=NOW)
-    assert states(plan) == {"web": GuestState.UNCERTAIN}
+    assert states(plan) == {"web": GuestPhase.UNCERTAIN}
     # ...then only its marks and the doubt about them are kept.
     later = NOW + planner.FORGET_AFTER
     plan = planner.plan(desired(), (DOM0,), plan.memory, (), later, SETTINGS)
     assert plan.memory.guest("web") == GuestMemory(uncertain=DOUBT)
-    assert states(plan) == {"web": GuestState.UNCERTAIN}
+    assert states(plan) == {"web": GuestPhase.UNCERTAIN}
     rebooted = planner.new_boot(memory, 2000.0)
     assert rebooted.guest("web") == GuestMemory(uncertain=DOUBT)
     assert rebooted.uncertain == "all" and rebooted.boot_time == 2000.0

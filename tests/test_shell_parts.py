@@ -16,7 +16,7 @@ from xenreconcile.models import (
     DesiredState,
     Domain,
     GuestMemory,
-    GuestState,
+    GuestPhase,
     Memory,
     PlannerSettings,
 )
@@ -28,7 +28,7 @@ SETTINGS = PlannerSettings(missing_grace=0.0)
 WEB = DesiredState(guests=(DesiredGuest("web", "/guests/web.cfg", "hash-web"),))
 
 
-def state_of(plan: planner.Plan, name: str) -> GuestState:
+def state_of(plan: planner.Plan, name: str) -> GuestPhase:
     return next(s.state for s in plan.statuses if s.name == name)
 
 
@@ -36,16 +36,16 @@ def test_a_held_guest_with_a_create_in_flight_shows_creating_on_any_listing() ->
     memory = Memory(guests={"web": GuestMemory(held=True, hold_reason="maintenance")})
     trusted = planner.plan(WEB, (DOM0,), memory, {"web"}, NOW, SETTINGS)
     untrusted = planner.plan(WEB, None, memory, {"web"}, NOW, SETTINGS)
-    assert state_of(trusted, "web") is GuestState.CREATING
-    assert state_of(untrusted, "web") is GuestState.CREATING
+    assert state_of(trusted, "web") is GuestPhase.CREATING
+    assert state_of(untrusted, "web") is GuestPhase.CREATING
 
 
 def test_the_planner_marks_the_creates_its_caller_starts() -> None:
     started = planner.plan(WEB, (DOM0,), Memory(), (), NOW, SETTINGS, starting=True)
     dry_run = planner.plan(WEB, (DOM0,), Memory(), (), NOW, SETTINGS)
     assert [c.name for c in started.creates] == ["web"]
-    assert state_of(started, "web") is GuestState.CREATING
-    assert state_of(dry_run, "web") is GuestState.PENDING
+    assert state_of(started, "web") is GuestPhase.CREATING
+    assert state_of(dry_run, "web") is GuestPhase.PENDING
 
 
 def test_the_status_document_names_the_creates_in_flight() -> None:

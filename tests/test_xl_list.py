@@ -49,20 +49,20 @@ def listing(*rows: str) -> str:
 
 def test_real_listing_with_only_domain0() -> None:
     assert parse_xl_list(REAL_DOM0_ONLY) == (
-        Domain(name="Domain-0", domid=0, mem=1024, vcpus=2, state="r-----", time=13.2),
+        Domain(name="Domain-0", domid=0, mem=1024, vcpus=2, flags="r-----", time=13.2),
     )
 
 
 def test_real_listing_of_a_guest_just_created_with_no_state_letter() -> None:
     guest = parse_xl_list(REAL_JUST_CREATED)[1]
-    assert guest == Domain(name="guest1", domid=1, mem=128, vcpus=1, state="------", time=0.4)
+    assert guest == Domain(name="guest1", domid=1, mem=128, vcpus=1, flags="------", time=0.4)
     assert not guest.dying
     assert not guest.stale
 
 
 def test_real_listing_with_two_guests_keeps_order() -> None:
     domains = parse_xl_list(REAL_TWO_GUESTS)
-    assert [(d.name, d.domid, d.state) for d in domains] == [
+    assert [(d.name, d.domid, d.flags) for d in domains] == [
         ("Domain-0", 0, "r-----"),
         ("guest1", 4, "-b----"),
         ("guest2", 5, "r-----"),
@@ -322,7 +322,7 @@ def test_fuzz_only_xl_list_error_escapes(text: str) -> None:
     names = [d.name for d in domains]
     assert "Domain-0" in names
     assert len(set(names)) == len(names)
-    assert all(len(d.state) == 6 for d in domains)
+    assert all(len(d.flags) == 6 for d in domains)
 
 
 @settings(max_examples=max(FUZZ_EXAMPLES // 10, 100), deadline=None)
@@ -336,5 +336,5 @@ def test_fuzz_formatted_rows_parse_back(rows: list[str]) -> None:
         assert "duplicate" in str(exc) or "out of range" in str(exc)
         return
     assert [
-        format_row(d.name, d.domid, d.mem, d.vcpus, state=d.state, time=d.time) for d in domains
+        format_row(d.name, d.domid, d.mem, d.vcpus, state=d.flags, time=d.time) for d in domains
     ][1:] == rows

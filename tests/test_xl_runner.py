@@ -28,7 +28,7 @@ def test_list_returns_the_domains(simxl: SimXl) -> None:
     simxl.add_domain("guest1")
     simxl.add_domain("guest2", state="---sc-")
     domains = XlRunner(simxl.command).list()
-    assert [(d.name, d.state) for d in domains] == [
+    assert [(d.name, d.flags) for d in domains] == [
         ("Domain-0", "r-----"),
         ("guest1", "-b----"),
         ("guest2", "---sc-"),

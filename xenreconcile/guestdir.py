@@ -40,9 +40,9 @@ MAX_CFG_BYTES = 1024 * 1024
 CFG_SUFFIX = ".cfg"
 
 Fingerprint: TypeAlias = tuple[int, int, int, int, int, int, int]
-Outcome: TypeAlias = DesiredGuest | InvalidFile
+ScannedFile: TypeAlias = DesiredGuest | InvalidFile
 # A file's fingerprint, what its content gave, and the content of a valid guest.
-CacheEntry: TypeAlias = tuple[Fingerprint, Outcome, bytes | None]
+CacheEntry: TypeAlias = tuple[Fingerprint, ScannedFile, bytes | None]
 STRICT_HINT = "(or set strict_permissions: false)"
 
 _OPEN_FLAGS = (
@@ -93,14 +93,14 @@ class GuestDirScanner:
             self._cache.clear()
             return DesiredState(error=f"cannot read guests directory {self.guests_dir}: {_why(e)}")
         cache: dict[str, CacheEntry] = {}
-        outcomes: list[Outcome] = []
+        scanned: list[ScannedFile] = []
         for name in filter(is_guest_file_name, names):
             path = os.path.join(self.guests_dir, name)
             outcome = self._scan_file(path, cache)
             if outcome is not None:
-                outcomes.append(outcome)
+                scanned.append(outcome)
         self._cache = cache
-        return _desired_state(outcomes)
+        return _desired_state(scanned)
 
     def checked_bytes(self, path: str, cfg_hash: str) -> bytes | None:
         """The bytes the last scan read and checked for the guest file `path`, if
@@ -146,7 +146,7 @@ class GuestDirScanner:
 
     # --- one file -----------------------------------------------------------------------
 
-    def _scan_file(self, path: str, cache: dict[str, CacheEntry]) -> Outcome | None:
+    def _scan_file(self, path: str, cache: dict[str, CacheEntry]) -> ScannedFile | None:
         """The outcome for the entry at `path` (None: not a guest file, or gone),
         recording it in `cache` when it came from reading the file."""
         try:
@@ -251,7 +251,7 @@ class GuestDirScanner:
             os.close(fd)
 
 
-def parse_guest_file(path: str, data: bytes) -> Outcome:
+def parse_guest_file(path: str, data: bytes) -> ScannedFile:
     """The guest described by the bytes `data` of the file at `path`, or why it is invalid."""
     if len(data) > MAX_CFG_BYTES:
         return InvalidFile(path, "larger than 1 MiB")
@@ -274,11 +274,11 @@ def parse_guest_file(path: str, data: bytes) -> Outcome:
     return DesiredGuest(name=name, path=path, cfg_hash=hashlib.sha256(data).hexdigest())
 
 
-def _desired_state(outcomes: list[Outcome]) -> DesiredState:
+def _desired_state(scanned: list[ScannedFile]) -> DesiredState:
     """Valid guests with unique names, invalid files, and names carried by two or more files."""
     by_name: dict[str, list[DesiredGuest]] = {}
     invalid: list[InvalidFile] = []
-    for outcome in outcomes:
+    for outcome in scanned:
         if isinstance(outcome, InvalidFile):
             invalid.append(outcome)
         else:

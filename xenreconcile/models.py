@@ -82,29 +82,30 @@ class DesiredState:
 
 @dataclass(frozen=True, slots=True)
 class Domain:
-    """One row of `xl list`. `state` is the 6-letter column, e.g. `-b----`."""
+    """One row of `xl list`. `flags` is its 6-letter State column, e.g. `-b----`
+    (named apart from the daemon's own words for a guest, `GuestPhase`)."""
 
     name: str
     domid: int
     mem: int
     vcpus: int
-    state: str
+    flags: str
     time: float
 
     @property
     def dying(self) -> bool:
         """True when the hypervisor is tearing the domain down (`d`)."""
-        return "d" in self.state
+        return "d" in self.flags
 
     @property
     def stale(self) -> bool:
         """True when the domain crashed (`c`) or shut down (`s`) but is preserved."""
-        return not self.dying and ("c" in self.state or "s" in self.state)
+        return not self.dying and ("c" in self.flags or "s" in self.flags)
 
     @property
     def paused(self) -> bool:
         """True when the domain is paused (`p`) and neither dying nor stale."""
-        return "p" in self.state and not self.dying and not self.stale
+        return "p" in self.flags and not self.dying and not self.stale
 
 
 # --- remembered state ----------------------------------------------------------------------
@@ -213,7 +214,7 @@ MEMORY_TIME_FIELDS: Mapping[str, TimeBounds] = {
 # --- the planner's output ------------------------------------------------------------------
 
 
-class GuestState(enum.StrEnum):
+class GuestPhase(enum.StrEnum):
     """What `status` shows for a guest."""
 
     RUNNING = "running"  # listed, not dying or stale
@@ -243,7 +244,7 @@ class GuestStatus:
     without one), its state, its file(s) and what is remembered about it."""
 
     name: str
-    state: GuestState
+    state: GuestPhase
     paths: tuple[str, ...] = ()
     attempts: int = 0
     next_retry: float | None = None

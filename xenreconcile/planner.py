@@ -93,7 +93,7 @@ from .models import (
     Event,
     EventKind,
     GuestMemory,
-    GuestState,
+    GuestPhase,
     GuestStatus,
     Memory,
     Plan,
@@ -104,15 +104,15 @@ from .models import (
 # States of a desired guest that keep guests of a higher order waiting.
 BLOCKING_STATES = frozenset(
     {
-        GuestState.PENDING,
-        GuestState.CREATING,
-        GuestState.GRACE,
-        GuestState.WAITING,
-        GuestState.UNKNOWN,
+        GuestPhase.PENDING,
+        GuestPhase.CREATING,
+        GuestPhase.GRACE,
+        GuestPhase.WAITING,
+        GuestPhase.UNKNOWN,
     }
 )
 # States of a desired guest that do not depend on the listing: a suspect keeps them.
-_LISTING_FREE_STATES = frozenset({GuestState.HELD, GuestState.CREATING})
+_LISTING_FREE_STATES = frozenset({GuestPhase.HELD, GuestPhase.CREATING})
 # How long the memory of a name with no file, domain, migration or create is kept.
 FORGET_AFTER = 24 * 3600.0
 
@@ -154,7 +154,7 @@ class _Verdict:
 
     guest: DesiredGuest
     memory: GuestMemory
-    state: GuestState | None
+    state: GuestPhase | None
     detail: str | None = None
 
 
@@ -220,7 +220,7 @@ def _verdict(guest: DesiredGuest, gm: GuestMemory, ctx: _Pass) -> _Verdict:
     standing = _standing(guest.name, gm, ctx.in_flight, ctx.settings)
     if standing is not None and standing[0] in _LISTING_FREE_STATES:
         return _Verdict(guest, gm, *standing)
-    return _Verdict(guest, gm, GuestState.UNKNOWN, reason)
+    return _Verdict(guest, gm, GuestPhase.UNKNOWN, reason)
 
 
 def _unchanged_suspects(
@@ -418,54 +418,54 @@ def _judge(guest: DesiredGuest, gm: GuestMemory, ctx: _Pass) -> _Verdict:
     if domain is not None:
         return _listed_verdict(guest, gm, domain)
     if ctx.migrating(name):
-        return _Verdict(guest, gm, GuestState.MIGRATING, "live migration in progress")
+        return _Verdict(guest, gm, GuestPhase.MIGRATING, "live migration in progress")
     if gm.migrated:
-        return _Verdict(guest, gm, GuestState.MIGRATED, "left by live migration; release to start")
+        return _Verdict(guest, gm, GuestPhase.MIGRATED, "left by live migration; release to start")
     if _is_failed(gm, ctx.settings):
         detail = f"gave up after {gm.attempts} failures; retry or change the file"
-        return _Verdict(guest, gm, GuestState.FAILED, detail)
+        return _Verdict(guest, gm, GuestPhase.FAILED, detail)
     if gm.next_retry is not None and gm.next_retry > ctx.now:
         ctx.wake(gm.next_retry)
         return _Verdict(
-            guest, gm, GuestState.BACKOFF, f"next try in {gm.next_retry - ctx.now:.0f}s"
+            guest, gm, GuestPhase.BACKOFF, f"next try in {gm.next_retry - ctx.now:.0f}s"
         )
     if gm.missing_since is not None:
         grace_end = gm.missing_since + ctx.settings.missing_grace
         if ctx.now < grace_end:
             ctx.wake(grace_end)
-            return _Verdict(guest, gm, GuestState.GRACE, "missing; within missing_grace")
+            return _Verdict(guest, gm, GuestPhase.GRACE, "missing; within missing_grace")
     return _Verdict(guest, gm, None)
 
 
 def _standing(
     name: str, gm: GuestMemory, in_flight: Collection[str], settings: PlannerSettings
-) -> tuple[GuestState, str] | None:
+) -> tuple[GuestPhase, str] | None:
     """The state of a desired guest that no listing can change, with its detail,
     in the one precedence every pass uses: a create in flight, then a hold, then
     a doubt about the hold; None when the listing decides."""
     if name in in_flight:
-        return GuestState.CREATING, "xl create in flight"
+        return GuestPhase.CREATING, "xl create in flight"
     if _is_held(name, gm, settings):
         reason = gm.hold_reason if gm.held else "held by the config"
-        return GuestState.HELD, reason or "held"
+        return GuestPhase.HELD, reason or "held"
     if gm.uncertain is not None:
-        return GuestState.UNCERTAIN, _doubt(name, gm)
+        return GuestPhase.UNCERTAIN, _doubt(name, gm)
     return None
 
 
 def _listed_verdict(guest: DesiredGuest, gm: GuestMemory, domain: Domain) -> _Verdict:
     """The state of a desired guest listed under its own name."""
     if gm.leftover_domid == domain.domid:
-        return _Verdict(guest, gm, GuestState.LEFTOVER, _leftover_text(gm, domain.domid))
+        return _Verdict(guest, gm, GuestPhase.LEFTOVER, _leftover_text(gm, domain.domid))
     if domain.dying:
-        return _Verdict(guest, gm, GuestState.DYING, f"dying ({domain.state}); waiting")
+        return _Verdict(guest, gm, GuestPhase.DYING, f"dying ({domain.flags}); waiting")
     if domain.stale:
-        detail = f"crashed or shut down and preserved ({domain.state}); not touched"
-        return _Verdict(guest, gm, GuestState.STALE, detail)
+        detail = f"crashed or shut down and preserved ({domain.flags}); not touched"
+        return _Verdict(guest, gm, GuestPhase.STALE, detail)
     if gm.created_hash is not None and gm.created_hash != guest.cfg_hash:
         detail = "file changed since the guest was created; restart it to apply"
-        return _Verdict(guest, gm, GuestState.DRIFT, detail)
-    return _Verdict(guest, gm, GuestState.RUNNING, f"domid {domain.domid}")
+        return _Verdict(guest, gm, GuestPhase.DRIFT, detail)
+    return _Verdict(guest, gm, GuestPhase.RUNNING, f"domid {domain.domid}")
 
 
 def _is_running(domain: Domain) -> bool:
@@ -496,7 +496,7 @@ def _running_detail(domain: Domain | None) -> str | None:
     """A note for a guest whose state hides that it is listed, or None."""
     if domain is None:
         return None
-    return f"listed as {domain.state} (domid {domain.domid})"
+    return f"listed as {domain.flags} (domid {domain.domid})"
 
 
 def _join(*parts: str | None) -> str:
@@ -528,16 +528,16 @@ def _schedule(
     for index, v in enumerate(eligible):
         if index < allowed:
             creates.append(CreateAction(v.guest.name, v.guest.path, v.guest.cfg_hash))
-            started = GuestState.CREATING if ctx.starting else GuestState.PENDING
+            started = GuestPhase.CREATING if ctx.starting else GuestPhase.PENDING
             statuses.append(_status(v, started, "create started"))
         elif index < free:
             ready_at = (ctx.now if creates else memory.last_create_at or ctx.now) + (
                 settings.start_delay
             )
             ctx.wake(ready_at)
-            statuses.append(_status(v, GuestState.WAITING, "start_delay between creates"))
+            statuses.append(_status(v, GuestPhase.WAITING, "start_delay between creates"))
         else:
-            statuses.append(_status(v, GuestState.PENDING, "waits for a free create slot"))
+            statuses.append(_status(v, GuestPhase.PENDING, "waits for a free create slot"))
     first = sorted(
         v.guest.name
         for v in verdicts
@@ -545,7 +545,7 @@ def _schedule(
     )
     for v in candidates[len(eligible) :]:
         detail = f"waits for order {first_order}: {', '.join(first)}"
-        statuses.append(_status(v, GuestState.WAITING, detail))
+        statuses.append(_status(v, GuestPhase.WAITING, detail))
     return creates, statuses
 
 
@@ -563,7 +563,7 @@ def _start_delay_allowance(free: int, memory: Memory, ctx: _Pass) -> int:
     return min(free, 1)
 
 
-def _status(v: _Verdict, state: GuestState, detail: str | None) -> GuestStatus:
+def _status(v: _Verdict, state: GuestPhase, detail: str | None) -> GuestStatus:
     """The status row of a desired guest."""
     gm = v.memory
     return GuestStatus(
@@ -607,7 +607,7 @@ def _duplicate_statuses(
         rows.append(
             GuestStatus(
                 name=name,
-                state=GuestState.DUPLICATE,
+                state=GuestPhase.DUPLICATE,
                 paths=tuple(sorted(paths)),
                 attempts=gm.attempts,
                 next_retry=gm.next_retry,
@@ -625,7 +625,7 @@ def _invalid_statuses(
     rows = [
         GuestStatus(
             name=g.name,
-            state=GuestState.INVALID,
+            state=GuestPhase.INVALID,
             paths=(g.path,),
             detail=f"the name {DOM0_NAME} is reserved for Dom0",
         )
@@ -644,7 +644,7 @@ def _invalid_statuses(
         rows.append(
             GuestStatus(
                 name=bad.name or bad.path,
-                state=GuestState.INVALID,
+                state=GuestPhase.INVALID,
                 paths=(bad.path,),
                 attempts=gm.attempts,
                 last_error=gm.last_error,
@@ -664,8 +664,8 @@ def _unmanaged_statuses(
         if name in with_file or _migration_base(name) in with_file:
             continue
         gm = guests.get(name, GuestMemory())
-        detail = _join(f"no cfg file; {domain.state} (domid {domain.domid})", _mark(name, gm))
-        rows.append(GuestStatus(name=name, state=GuestState.UNMANAGED, detail=detail))
+        detail = _join(f"no cfg file; {domain.flags} (domid {domain.domid})", _mark(name, gm))
+        rows.append(GuestStatus(name=name, state=GuestPhase.UNMANAGED, detail=detail))
     return rows
 
 
@@ -676,11 +676,11 @@ def _fileless_statuses(guests: dict[str, GuestMemory], shown: set[str]) -> list[
         if name in shown or not (gm.held or gm.migrated or gm.uncertain is not None):
             continue
         if gm.held:
-            state = GuestState.HELD
+            state = GuestPhase.HELD
         elif gm.uncertain is not None:
-            state = GuestState.UNCERTAIN
+            state = GuestPhase.UNCERTAIN
         else:
-            state = GuestState.MIGRATED
+            state = GuestPhase.MIGRATED
         rows.append(
             GuestStatus(name=name, state=state, detail=_join("no cfg file", _mark(name, gm)))
         )
@@ -766,7 +766,7 @@ def _untrusted_plan(
     for guest in _managed_guests(desired):
         gm = memory.guest(guest.name)
         standing = _standing(guest.name, gm, in_flight, settings)
-        state, detail = standing or (GuestState.UNKNOWN, "toolstack listing failed")
+        state, detail = standing or (GuestPhase.UNKNOWN, "toolstack listing failed")
         statuses.append(_status(_Verdict(guest, gm, None), state, detail))
     statuses += _side_statuses(desired, memory.guests, None)
     return Plan(creates=(), statuses=_sorted(statuses), memory=memory, trusted=False)
@@ -782,8 +782,8 @@ def _unusable_dir_plan(error: str, memory: Memory, ctx: _Pass) -> Plan:
     statuses = [
         GuestStatus(
             name=name,
-            state=GuestState.UNMANAGED,
-            detail=f"guests directory unusable: {error}; {domain.state} (domid {domain.domid})",
+            state=GuestPhase.UNMANAGED,
+            detail=f"guests directory unusable: {error}; {domain.flags} (domid {domain.domid})",
         )
         for name, domain in listed.items()
     ]

@@ -11,23 +11,23 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from xenreconcile.clock import EPOCH_DIGITS
-from xenreconcile.models import GuestState, GuestStatus, Plan
+from xenreconcile.models import GuestPhase, GuestStatus, Plan
 
 SCHEMA_VERSION = 1
 # States in which nothing needs the admin: `status` and `run --once` exit 0 only
 # when every guest is in one of them and the toolstack answered.
 SETTLED_STATES = frozenset(
     {
-        GuestState.RUNNING,
-        GuestState.DRIFT,
-        GuestState.HELD,
-        GuestState.MIGRATED,
-        GuestState.UNMANAGED,
+        GuestPhase.RUNNING,
+        GuestPhase.DRIFT,
+        GuestPhase.HELD,
+        GuestPhase.MIGRATED,
+        GuestPhase.UNMANAGED,
     }
 )
 # States whose detail says what to do and already names the last error: the
 # `status` table shows it instead of the bare error.
-DETAIL_FIRST_STATES = frozenset({GuestState.LEFTOVER.value})
+DETAIL_FIRST_STATES = frozenset({GuestPhase.LEFTOVER.value})
 
 
 def to_wall(at: float | None, now: float, wall_now: float) -> float | None:

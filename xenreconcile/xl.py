@@ -148,7 +148,7 @@ def _parse_row(line: str, number: int) -> Domain | UnreadRow:
         domid=domid,
         mem=int(match["mem"]),
         vcpus=int(match["vcpus"]),
-        state=match["state"],
+        flags=match["state"],
         time=float(match["time"]),
     )
 
@@ -176,7 +176,7 @@ def _quote(line: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class _Outcome:
+class _ProcessResult:
     """How one xl run ended: exit code (None when killed at the timeout), output, duration."""
 
     exit_code: int | None
@@ -267,7 +267,7 @@ class XlRunner:
         *,
         combine: bool,
         stdin: IO[bytes] | int = subprocess.DEVNULL,
-    ) -> _Outcome:
+    ) -> _ProcessResult:
         """Run the xl command with `args` in its own session, input from `stdin`,
         output in temp files (stderr into stdout's file if `combine`); kill its
         group at `timeout`."""
@@ -282,7 +282,7 @@ class XlRunner:
             )
             timed_out = _wait_or_kill(proc, timeout, self.kill_grace)
             exit_code = None if timed_out else proc.returncode
-            return _Outcome(
+            return _ProcessResult(
                 exit_code=exit_code,
                 timed_out=timed_out,
                 stdout=_read(out),
