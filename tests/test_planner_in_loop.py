@@ -136,5 +136,5 @@ def test_run_once_does_not_count_a_paused_leftover_as_running(once: DaemonRun) -
     result = once.cli("run", "--once")
     assert result.returncode == 1, result.stderr
     (left,) = [d for d in once.sim.domains() if d.name == "slow"]
-    assert left.flags == "--p---"
+    assert left.state == "--p---"
     assert once.guest_state("slow") == "leftover"
