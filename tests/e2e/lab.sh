@@ -30,7 +30,7 @@ IMG_SIZE=${IMG_SIZE:-1536M}
 HOST_PACKAGES=(qemu-system-x86 debootstrap e2fsprogs busybox-static cpio xz-utils zstd bc
   python3 python3-venv)
 DOM0_PACKAGES=(xen-hypervisor-4.17-amd64 xen-utils-4.17 xen-utils-common xenstore-utils
-  linux-image-amd64 initramfs-tools zstd kmod busybox-static procps python3)
+  linux-image-amd64 initramfs-tools zstd kmod busybox-static procps python3 iproute2)
 # kernel module trees a Dom0 inside QEMU never loads (keeps the image and mke2fs small)
 PRUNE_MODULES=(drivers/gpu drivers/net/wireless drivers/net/ethernet drivers/media drivers/infiniband
   sound drivers/staging drivers/bluetooth drivers/iio drivers/isdn drivers/usb drivers/scsi
@@ -161,7 +161,8 @@ install_lab_files() {
 
 # PV guest payload at /xenlab/guest in the image: the Debian kernel as an uncompressed vmlinux
 # (xl then skips the slow emulated xz decompression: create ~1.4 s instead of ~5 s) and a
-# busybox initramfs whose init prints a hello line on the console and sleeps.
+# busybox initramfs whose init prints a hello line on the console and sleeps, and which powers
+# off or reboots when xl asks it to.
 build_guest_payload() {
   local kver g dest=$ROOTFS/xenlab/guest
   kver=$(dom0_kernel_version)
@@ -169,8 +170,13 @@ build_guest_payload() {
   mkdir -p "$g/bin" "$g/proc" "$g/dev" "$dest"
   cp /bin/busybox "$g/bin/busybox"
   local a
-  for a in sh mount echo sleep uname cat; do ln -s busybox "$g/bin/$a"; done
+  for a in sh mount echo sleep uname cat sync; do ln -s busybox "$g/bin/$a"; done
   install -m 755 "$E2E/image/guest-init" "$g/init"
+  # the kernel's orderly poweroff / reboot (xl shutdown, xl reboot) runs /sbin/poweroff or
+  # /sbin/reboot; without them the guest ignores the request
+  mkdir -p "$g/sbin"
+  install -m 755 "$E2E/image/guest-poweroff" "$g/sbin/poweroff"
+  install -m 755 "$E2E/image/guest-reboot" "$g/sbin/reboot"
   (cd "$g" && find . | cpio -o -H newc --quiet | gzip -9) > "$dest/initrd.cpio.gz"
   rm -rf "$g"
   /usr/bin/python3 - "$ROOTFS/boot/vmlinuz-$kver" "$dest/vmlinux" <<'PY'

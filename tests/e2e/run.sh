@@ -8,7 +8,8 @@
 # default <repo>/.xenlab), builds the project's venv, boots the lab once with the scenario
 # (default: daemon; `smoke` proves the lab with a stand-in reconciler), then reads the results.
 # Exits 0 only when every boot the scenario expects finished and no check failed.
-# Results: $XENLAB_WORK/share/results/ (boot<n>.log, logs of each boot, summary.txt).
+# Results: $XENLAB_WORK/share/results/ (boot<n>.log, logs of each boot, summary.txt), and a
+# copy in $E2E_RESULTS_COPY when that is set (for runs that share one XENLAB_WORK).
 set -euo pipefail
 
 E2E=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -17,7 +18,7 @@ export XENLAB_WORK=${XENLAB_WORK:-$REPO/.xenlab}
 RESULTS=$XENLAB_WORK/share/results
 LAB=$E2E/lab.sh
 
-usage() { sed -n '2,11p' "$0"; exit 2; }
+usage() { sed -n '2,12p' "$0"; exit 2; }
 
 scenario=daemon rebuild="" timeout=900
 while [[ $# -gt 0 ]]; do
@@ -67,6 +68,11 @@ main() {
   "$LAB" boot -t "$timeout" || rc=$?
   [[ $rc == 0 ]] || echo "== e2e: Dom0 did not power off cleanly (see $XENLAB_WORK/logs/serial-last.log)"
   summarize "$RESULTS" | tee "$RESULTS/summary.txt" || rc=1
+  # several runs may share one work dir (XENLAB_WORK): keep this run's results before the
+  # lock is released and the next run overwrites them
+  if [[ -n ${E2E_RESULTS_COPY:-} ]]; then
+    rm -rf "$E2E_RESULTS_COPY" && mkdir -p "$E2E_RESULTS_COPY" && cp -a "$RESULTS/." "$E2E_RESULTS_COPY/"
+  fi
   echo "== e2e: total $(($(date +%s) - t0))s, results in $RESULTS"
   if [[ $rc != 0 ]]; then
     echo "== e2e: last lines of the serial log:"

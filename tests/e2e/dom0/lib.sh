@@ -58,7 +58,7 @@ kernel = "${3:-/xenlab/guest/vmlinux}"
 ramdisk = "/xenlab/guest/initrd.cpio.gz"
 memory = 128
 vcpus = 1
-extra = "console=hvc0 quiet"
+extra = "console=hvc0 quiet sysrq_always_enabled"
 on_crash = "destroy"
 CFG
 }

@@ -64,6 +64,15 @@ else
   check smoke.boot2.empty "after the Dom0 reboot only Domain-0 is listed" \
     [ "$(domains | tr '\n' ' ')" = "Domain-0 " ]
   wait_all_running
+  start-stop-daemon --stop --pidfile /run/standin.pid --remove-pidfile
+  # the guest payload powers off when xl asks (its /sbin/poweroff), and sysrq works
+  check smoke.shutdown "xl shutdown -w of a guest returns and the guest is gone" \
+    sh -c 'timeout 60 xl shutdown -w alpha && ! xl domid alpha >/dev/null 2>&1'
+  check smoke.shutdown.console "the guest's console shows its poweroff" \
+    grep -q GUEST-POWEROFF /var/log/xen/console/guest-alpha.log
+  xl sysrq bravo c
+  check smoke.crash "xl sysrq c crashes a guest (on_crash destroy: it goes away)" \
+    wait_until 30 sh -c '! xl domid bravo >/dev/null 2>&1'
   xl list
   echo "SCENARIO-END $BOOT"
   save_logs
