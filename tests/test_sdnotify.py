@@ -13,6 +13,7 @@ import pytest
 from tests.daemon_harness import DaemonRun, wait_for
 from tests.helpers import FakeClock
 from tests.test_daemon_loop import FakeXl, add_guest, new_daemon
+from tests.test_service_files import config_default, seconds, unit_settings
 from xenreconcile.sdnotify import Notifier, watchdog_interval
 
 
@@ -132,3 +133,10 @@ def test_the_real_daemon_notifies_a_fake_systemd(
         assert "STOPPING=1" in messages + received(server)
     finally:
         run.kill()
+
+
+def test_the_unit_waits_for_ready_and_has_a_watchdog_longer_than_a_hung_xl_list() -> None:
+    settings = unit_settings()
+    assert settings["Type"] == ["notify"]
+    assert settings["NotifyAccess"] == ["main"]
+    assert seconds(settings["WatchdogSec"][0]) > seconds(config_default("list_timeout"))
