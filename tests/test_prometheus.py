@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.daemon_harness import DaemonRun, wait_for
 from tests.test_metrics import free_port
@@ -86,6 +87,16 @@ def test_alert_rules_pass_promtool() -> None:
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "SUCCESS: 5 rules found" in checked.stdout
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/man/xenreconcile.8"])
+def test_the_docs_show_the_rules_files_alerts_and_expressions(doc: str) -> None:
+    text = " ".join((ROOT / doc).read_text(encoding="utf-8").split())
+    rules = yaml.safe_load(RULES.read_text(encoding="utf-8"))["groups"][0]["rules"]
+    for rule in rules:
+        expr = " ".join(rule["expr"].split())
+        assert f"alert: {rule['alert']}" in text
+        assert expr + (f" for: {rule['for']}" if "for" in rule else "") in text, rule["alert"]
 
 
 def test_a_scrape_of_the_daemon_passes_promtool_check_metrics(
