@@ -103,7 +103,7 @@ def test_a_scrape_of_the_daemon_passes_promtool_check_metrics(
     daemon: tuple[DaemonRun, str],
 ) -> None:
     promtool = tool("promtool")
-    run, address = daemon
+    _run, address = daemon
     wait_for(lambda: 'xenreconcile_creates_total{guest="bad"' in scrape(address), 20, "a create")
     checked = subprocess.run(
         [promtool, "check", "metrics"],

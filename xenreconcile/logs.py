@@ -18,7 +18,6 @@ import json
 import logging
 import logging.handlers
 import os
-import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
