@@ -38,6 +38,8 @@ FAKE_DAEMON = STUBS / "fake_daemon.py"
 # record signals exactly. test_real_daemon_under_the_rc_script at the end runs the real
 # `xenreconcile run` against the simulated xl under the same script.
 STAND_IN = STUBS / "standin_daemon.py"
+# The line `status` adds, as the stand-in prints it (`xenreconcile status --brief`).
+STAND_IN_BRIEF = "guests: 0/0 running; problems: none"
 
 DEADLINE = 20.0
 
@@ -222,7 +224,10 @@ def test_start_status_reload_stop(services: Callable[..., Service], release: int
 
     status = service.rc("status")
     assert status.returncode == 0
-    assert status.stdout.strip() == f"xenreconcile is running as pid {supervisor}."
+    assert status.stdout.splitlines() == [
+        f"xenreconcile is running as pid {supervisor}.",
+        STAND_IN_BRIEF,
+    ]
     again = service.rc("start")
     assert again.returncode == 1
     assert "already running" in again.stderr
@@ -349,7 +354,9 @@ def test_restart_with_a_broken_config_leaves_the_daemon_running(
     assert alive(supervisor)
     assert alive(child)
     assert "term" not in service.events()
-    assert service.rc("status").stdout.strip() == f"xenreconcile is running as pid {supervisor}."
+    assert service.rc("status").stdout.splitlines()[0] == (
+        f"xenreconcile is running as pid {supervisor}."
+    )
 
     service.config.write_text("interval: 30s\n", encoding="utf-8")
     service.release()  # the old daemon may finish its stop at once
@@ -528,8 +535,15 @@ def test_real_daemon_under_the_rc_script(services: Callable[..., Service], tmp_p
         wait_until(lambda: web_monitor() is not None, DEADLINE, "the daemon to create the guest")
         monitor = web_monitor()
         assert monitor is not None
-        status = service.rc("status")
-        assert status.stdout.strip() == f"xenreconcile is running as pid {supervisor}."
+
+        def status_lines() -> list[str]:
+            return service.rc("status").stdout.splitlines()
+
+        running = [
+            f"xenreconcile is running as pid {supervisor}.",
+            "guests: 1/1 running; problems: none",
+        ]
+        wait_until(lambda: status_lines() == running, DEADLINE, "status: the guest running")
 
         assert service.rc("reload").returncode == 0
         wait_until(lambda: "config_reloaded" in log.read_text(), DEADLINE, "the daemon to reload")

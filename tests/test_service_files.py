@@ -209,6 +209,7 @@ PORT_ORIGINS = {
     "structlog": "devel/py-structlog",
     "pyyaml": "devel/py-yaml",
     "hatchling": "devel/py-hatchling",
+    "prometheus-client": "devel/py-prometheus-client",
 }
 
 

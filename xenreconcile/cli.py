@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status = commands.add_parser("status", help="every guest: state, file, attempts, next retry")
     status.add_argument("--json", action="store_true", help="print the status document as JSON")
+    status.add_argument(
+        "--brief", action="store_true", help="one line: guests running / desired, the problems"
+    )
     commands.add_parser("check", help="validate the config and every guest cfg")
     plan = commands.add_parser("plan", help="what the next pass would do, doing nothing")
     plan.add_argument("--json", action="store_true", help="print the plan document as JSON")

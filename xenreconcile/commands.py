@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any
 
-from xenreconcile import control, logs, report
+from xenreconcile import control, liveness, logs, report
 from xenreconcile.clock import Instant
 from xenreconcile.config import Config, ConfigError, load_config
 from xenreconcile.daemon import STATUS_FILE, Daemon
@@ -115,7 +115,8 @@ def refresh_next_retry(doc: dict[str, Any], wall_now: float) -> dict[str, Any]:
 
 
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
-    """`status [--json]`: every guest's state."""
+    """`status [--json | --brief]`: every guest's state, and whether the daemon's
+    loop still passes (exit 1 when it has not for 3 x interval)."""
     pid = daemon_pid(config)
     doc = read_status_file(config) if pid is not None else None
     now = Instant.now()
@@ -125,10 +126,24 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
             plan, now=now.monotonic, wall_now=now.wall, daemon_pid=None, toolstack_error=error
         )
     doc = refresh_next_retry(doc, now.wall)
-    print(json.dumps(doc, indent=2) if args.json else report.status_table(doc))
+    print(status_text(doc, args, now.wall, config.interval))
     settled = {s.value for s in report.SETTLED_STATES}
     ok = doc["toolstack"]["ok"] and all(g["state"] in settled for g in doc["guests"])
-    return EXIT_OK if ok else EXIT_PROBLEM
+    alive = not liveness.stalled(doc, now.wall, config.interval)
+    return EXIT_OK if ok and alive else EXIT_PROBLEM
+
+
+def status_text(
+    doc: dict[str, Any], args: argparse.Namespace, wall_now: float, interval: float
+) -> str:
+    """What `status` prints for `doc`: JSON, the one-line summary, or the table
+    followed by the loop's liveness."""
+    if args.json:
+        return json.dumps(doc, indent=2)
+    if getattr(args, "brief", False):
+        return liveness.summary_line(doc, wall_now, interval)
+    alive = liveness.liveness_line(doc, wall_now, interval)
+    return report.status_table(doc) + (f"\n{alive}" if alive else "")
 
 
 def in_flight_names(doc: dict[str, Any]) -> set[str]:

@@ -27,6 +27,7 @@ import yaml
 
 from xenreconcile import schema, trust
 from xenreconcile.errors import SetupError
+from xenreconcile.metrics import join_address, split_address
 from xenreconcile.schema import Kind, Option, Spec, options
 
 Config = schema.Config  # the loader's result, named here for its callers
@@ -294,11 +295,26 @@ def _read_value(node: yaml.Node, spec: Spec, key: str) -> Any:
 
 def _read_path(node: yaml.Node, spec: Spec, key: str) -> str:
     value = _scalar_str(node, spec, key)
-    if spec.kind is Kind.LOG_PATH and value == "-":
+    if spec.kind is Kind.LOG_PATH and value in ("-", "syslog"):
         return value
     if not os.path.isabs(value):
         raise ConfigError(f"must be an absolute path, got {value!r}", key=key)
     return os.path.normpath(value)
+
+
+def _read_optional_path(node: yaml.Node, spec: Spec, key: str) -> str | None:
+    return None if _is_null(node) else _read_path(node, spec, key)
+
+
+def _read_address(node: yaml.Node, spec: Spec, key: str) -> str | None:
+    if _is_null(node):
+        return None
+    value = _scalar_str(node, spec, key)
+    try:
+        host, port = split_address(value)
+    except ValueError as exc:
+        raise ConfigError(str(exc), key=key) from None
+    return join_address(host, port)
 
 
 def _read_command(node: yaml.Node, spec: Spec, key: str) -> tuple[str, ...]:
@@ -430,6 +446,8 @@ def _section_of(spec: Spec) -> type[Any]:
 _VALUE_READERS = {
     Kind.PATH: _read_path,
     Kind.LOG_PATH: _read_path,
+    Kind.OPTIONAL_PATH: _read_optional_path,
+    Kind.ADDRESS: _read_address,
     Kind.COMMAND: _read_command,
     Kind.ARGV: _read_argv,
     Kind.CHOICE: _read_choice,
@@ -580,7 +598,7 @@ def _format_default(option: Option) -> str:
         return ""
     if kind is Kind.GUESTS:
         return "{}"
-    return str(value)
+    return "" if value is None else str(value)
 
 
 def _comment_lines(text: str, indent: str) -> list[str]:
@@ -592,10 +610,10 @@ def _comment_lines(text: str, indent: str) -> list[str]:
 def _sample_option(option: Option, indent: str) -> list[str]:
     spec = option.spec
     lines = _comment_lines(spec.description, indent)
-    if spec.example and spec.kind in (Kind.COMMAND, Kind.ARGV):
+    if spec.example and spec.kind not in (Kind.SECTION, Kind.GUESTS):
         lines += _comment_lines(f"Example: {option.key}: {spec.example}", indent)
     if spec.kind not in (Kind.SECTION, Kind.GUESTS):
-        return [*lines, f"#{indent}{option.key}: {_format_default(option)}"]
+        return [*lines, f"#{indent}{option.key}: {_format_default(option)}".rstrip()]
     lines.append(f"#{indent}{option.key}:")
     child_indent = indent + "  "
     if spec.kind is Kind.GUESTS:

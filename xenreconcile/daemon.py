@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from xenreconcile import __version__, logs, planner, report
+from xenreconcile import __version__, logs, metrics, planner, report
 from xenreconcile.backoff import toolstack_delay
 from xenreconcile.clock import Clock, SystemClock, epoch_offset
 from xenreconcile.config import Config, ConfigError, load_config
@@ -35,6 +35,7 @@ from xenreconcile.keeper import DaemonError, StateKeeper
 from xenreconcile.loopqueue import Finished, Hint, LoopQueue
 from xenreconcile.models import Memory, Plan
 from xenreconcile.passinputs import Observation, PassInputs, Runner, xl_command
+from xenreconcile.sdnotify import Notifier
 from xenreconcile.sources import WatchSource
 from xenreconcile.state import Boot, StateStore, read_boot
 from xenreconcile.statusfile import STATUS_FILE, StatusFile
@@ -55,6 +56,7 @@ class Daemon:
     read_boot: Callable[[], Boot] = read_boot
     use_watcher: bool = True
     create_starter: CreateStarter | None = None
+    notifier: Notifier = field(default_factory=Notifier.from_env)
 
     def __post_init__(self) -> None:
         self.log = logs.get_logger()
@@ -73,6 +75,8 @@ class Daemon:
         self.last_plan: Plan | None = None
         self.toolstack_failures = 0
         self.source: WatchSource | None = None
+        self.metrics = open_metrics(self.config, self.log)
+        self.passes = 0
 
     @property
     def store(self) -> StateStore:
@@ -131,6 +135,7 @@ class Daemon:
     def shutdown(self) -> None:
         """Wait up to `stop_timeout` for creates in flight, fold in their results,
         save, unlock. Creates still running are left to finish on their own."""
+        self.notifier.stopping()
         if self.in_flight:
             self.log.info("stopping", in_flight=sorted(self.in_flight))
         deadline = time.monotonic() + self.config.stop_timeout
@@ -139,6 +144,7 @@ class Daemon:
         if self.in_flight:
             self.log.warning("left_running", guests=sorted(self.in_flight))
         self._close_source()
+        self.metrics.close()
         self.keeper.save(self.memory, force=True)  # also records this boot's uptime
         self.status_file.remove()
         self.keeper.unlock()
@@ -159,6 +165,7 @@ class Daemon:
 
     def step(self) -> None:
         """One turn of the loop: take messages and requests, pass when due, wait."""
+        self.notifier.tick(self.clock.monotonic())
         self._take_messages()
         self._take_requests()
         now = self.clock.monotonic()
@@ -205,7 +212,12 @@ class Daemon:
         self.next_pass_at = now + (failing if seen.listing is None else self.config.interval)
         self.wake_at = plan.wake_at
         self.keeper.save(self.memory)
-        self._write_status(plan, seen, now)
+        wall_now = now + epoch_offset(self.clock)
+        self._write_status(plan, seen, now, wall_now)
+        self.metrics.pass_done(metrics.pass_view(plan, now, wall_now))
+        self.passes += 1
+        if self.passes == 1:
+            self.notifier.ready(f"first pass done: {len(plan.statuses)} guest(s)")
         return plan
 
     def _observe(self) -> Observation:
@@ -240,6 +252,7 @@ class Daemon:
             self.memory, done.action, done.result, now, self.inputs.settings
         )
         self.sink.create_result(done.action, done.result, self.memory, now)
+        self.metrics.create_done(done.action, done.result)
         for event in events:
             self.sink.event(event, self.memory, now)
         self.pass_due = True
@@ -253,17 +266,19 @@ class Daemon:
         if self.inbox.applied and self.keeper.save(self.memory):
             self.inbox.settle()
 
-    def _write_status(self, plan: Plan, seen: Observation, now: float) -> None:
-        """Write the status document for `xenreconcile status` when it changed."""
+    def _write_status(self, plan: Plan, seen: Observation, now: float, wall_now: float) -> None:
+        """Write the status document for `xenreconcile status`: every pass, since
+        it says when the last pass was (`daemon.last_pass`, the loop's liveness)."""
         doc = report.status_document(
             plan,
             now=now,
-            wall_now=now + epoch_offset(self.clock),
+            wall_now=wall_now,
             daemon_pid=os.getpid(),
             toolstack_error=seen.shown_error,
             watcher=self.source.name if self.source else None,
             in_flight=self.in_flight,
         )
+        doc["daemon"]["last_pass"] = doc["generated_at"]
         self.status_file.write(doc)
 
     # --- watcher and reload --------------------------------------------------------------
@@ -289,7 +304,15 @@ class Daemon:
         if (new.watch, new.guests_dir) != (old.watch, old.guests_dir) and self.source:
             self._close_source()
             self._open_source()
+        if (new.metrics_listen, new.metrics_textfile) != (old.metrics_listen, old.metrics_textfile):
+            self.metrics.close()
+            self.metrics = open_metrics(new, self.log)
         self.log.info("config_reloaded", config=self.config_path)
+
+
+def open_metrics(config: Config, log: Any) -> metrics.MetricsSink:
+    """The metrics exporter `config` asks for (or one that does nothing)."""
+    return metrics.open_sink(config.metrics_listen, config.metrics_textfile, log)
 
 
 def reloaded_config(old: Config, path: str | None, log: Any) -> Config | None:

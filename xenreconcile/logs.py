@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import logging.handlers
 import os
 import sys
 import time
@@ -31,6 +32,10 @@ KEY_ORDER = ("timestamp", "level", "event", "guest")
 REOPEN_RETRY = 10.0  # seconds between two attempts to go back to an unwritable log file
 LOG_DIR_MODE = 0o755
 LOG_FILE_MODE = 0o644
+SYSLOG = "syslog"  # the log_file value that sends the log to the local syslog daemon
+# The local syslog socket: FreeBSD's syslogd, then Linux's (journald or rsyslog).
+SYSLOG_SOCKETS = ("/var/run/log", "/dev/log")
+SYSLOG_TAG = "xenreconcile"
 SHARED_PROCESSORS: tuple[Any, ...] = (
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
@@ -312,10 +317,36 @@ def notice_record(level: str, event: str, **fields: Any) -> logging.LogRecord:
 # --- configuration -----------------------------------------------------------------------------
 
 
+def syslog_socket() -> str:
+    """The first of SYSLOG_SOCKETS that exists (the last one when none does)."""
+    return next((p for p in SYSLOG_SOCKETS if os.path.exists(p)), SYSLOG_SOCKETS[-1])
+
+
+class SyslogHandler(logging.handlers.SysLogHandler):
+    """Sends each line to the local syslog socket `address` as facility daemon,
+    tagged `xenreconcile[PID]`. A socket that is not there yet, or went away
+    (syslogd restarting), is connected again at the next line; a line that
+    cannot be sent goes to stderr instead."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(address, logging.handlers.SysLogHandler.LOG_DAEMON)
+        self.ident = f"{SYSLOG_TAG}[{os.getpid()}]: "
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        """The line could not be sent: write it to stderr (never raises)."""
+        with contextlib.suppress(Exception):
+            write_stderr(self.format(record) + "\n")
+
+
 def _open_handler(
     log_file: str, formatter: logging.Formatter, clock: Callable[[], float]
 ) -> logging.Handler:
-    """A stderr handler for "-", else a LogFileHandler, opened (or fallen back)."""
+    """A stderr handler for "-", a SyslogHandler for "syslog", else a
+    LogFileHandler, opened (or fallen back)."""
+    if log_file == SYSLOG:
+        syslog = SyslogHandler(syslog_socket())
+        syslog.setFormatter(formatter)
+        return syslog
     if log_file == "-":
         handler: logging.Handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(formatter)

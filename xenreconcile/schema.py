@@ -30,7 +30,9 @@ class Kind(enum.StrEnum):
     """The value types of the schema, named as the man page and errors show them."""
 
     PATH = "absolute path"
-    LOG_PATH = "absolute path or -"
+    LOG_PATH = "absolute path, - or syslog"
+    OPTIONAL_PATH = "absolute path or empty"
+    ADDRESS = "HOST:PORT or empty"
     COMMAND = "program or list"
     ARGV = "list of strings"
     CHOICE = "choice"
@@ -111,6 +113,16 @@ def path(default: str, description: str) -> str:
 def log_path(default: str, description: str) -> str:
     """A key holding an absolute path, or `-` for stderr."""
     return _key(default, Spec(Kind.LOG_PATH, description))
+
+
+def optional_path(description: str, *, example: str) -> str | None:
+    """A key holding an absolute path; unset (None) by default, which turns it off."""
+    return _key(None, Spec(Kind.OPTIONAL_PATH, description, example=example))
+
+
+def address(description: str, *, example: str) -> str | None:
+    """A key holding HOST:PORT to listen on; unset (None) by default, which turns it off."""
+    return _key(None, Spec(Kind.ADDRESS, description, example=example))
 
 
 def command(default: tuple[str, ...], description: str, *, example: str) -> tuple[str, ...]:
@@ -241,7 +253,9 @@ class Config:
     )
     log_file: str = log_path(
         "/var/log/xen/xenreconcile.log",
-        "Log file; reopened by itself after rotation, and on SIGHUP; `-` logs to stderr.",
+        "Log file; reopened by itself after rotation, and on SIGHUP; `-` logs to stderr, "
+        "`syslog` to the local syslog daemon (/var/run/log on FreeBSD, /dev/log on Linux; "
+        "facility daemon, tag xenreconcile).",
     )
     log_format: str = choice(
         "logfmt",
@@ -317,6 +331,17 @@ class Config:
         "waits for it, with no create and no failure counted; after this long it is "
         "also reported as a problem and notified once. Not acted on yet: read and "
         "checked only.",
+    )
+    metrics_listen: str | None = address(
+        "Serve Prometheus metrics over HTTP at http://HOST:PORT/metrics (a bracketed "
+        "IPv6 HOST such as '[::1]:9101' works too, quoted for YAML). Unset: no HTTP server.",
+        example="127.0.0.1:9101",
+    )
+    metrics_textfile: str | None = optional_path(
+        "Write the metrics to this file after every pass, atomically (a hidden temp file "
+        "in the same directory renamed over it), for node_exporter's textfile collector; "
+        "node_exporter reads only names ending in .prom. Unset: no file.",
+        example="/var/tmp/node_exporter/xenreconcile.prom",
     )
     guests: dict[str, GuestOverride] = named_sections(
         GuestOverride,

@@ -1,7 +1,7 @@
 """A stand-in for `xenreconcile`, for testing rc.d/xenreconcile before the real
 daemon can run in the test: only the behaviour the rc.d script relies on.
 
-    xenreconcile -c CONFIG [FLAGS ...] run | check
+    xenreconcile -c CONFIG [FLAGS ...] run | check | status --brief
 
 Files next to CONFIG record what happened: `events` (one line per event:
 "started ARGS...", "hup", "term", "exit"), `monitors` (their pids, one a line).
@@ -15,6 +15,8 @@ creates in flight: it exits 0 only once a file `release` exists next to CONFIG
 (or after 60 s), so a test decides how long "finishing" takes.
 
 check: exit 2 with a message on stderr when CONFIG contains "broken", else 0.
+
+status --brief: prints BRIEF_STATUS, the summary line of a daemon with no guests.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import time
 from pathlib import Path
 
 FINISH_LIMIT = 60.0
+BRIEF_STATUS = "guests: 0/0 running; problems: none"
 
 
 def record(directory: Path, event: str) -> None:
@@ -102,7 +105,7 @@ def check(config: Path) -> int:
 
 
 def main(argv: list[str]) -> int:
-    """Dispatch on the last argument (`run` or `check`)."""
+    """Dispatch on the last arguments (`run`, `check` or `status --brief`)."""
     if len(argv) < 3 or argv[0] != "-c":
         print("usage: xenreconcile -c CONFIG [FLAGS ...] run|check", file=sys.stderr)
         return 2
@@ -111,6 +114,9 @@ def main(argv: list[str]) -> int:
         return run(config.parent, argv)
     if argv[-1] == "check":
         return check(config)
+    if argv[-2:] == ["status", "--brief"]:
+        print(BRIEF_STATUS)
+        return 0
     return 2
 
 
