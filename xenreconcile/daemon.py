@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from xenreconcile import __version__, logs, planner, report
+from xenreconcile import __version__, converge, logs, planner, report
 from xenreconcile.backoff import toolstack_delay
 from xenreconcile.clock import Clock, SystemClock, epoch_offset
 from xenreconcile.config import Config, ConfigError, load_config
@@ -173,12 +173,10 @@ class Daemon:
             self.door.wait(self.clock, deadline - now)
 
     def run_once(self) -> int:
-        """One pass, wait for its creates, then 0 if every desired guest runs, else 1."""
+        """Converge (see `converge_once`), then 0 if every desired guest runs, else 1."""
         self.start()
         try:
-            self.run_pass(self.clock.monotonic())
-            self.workers.join(lambda: None)
-            self._take_messages()
+            self.converge_once()
             seen = self._observe()
             final = self.inputs.plan(seen, self.memory, (), self.clock.monotonic())
             self.last_plan = final
@@ -189,6 +187,28 @@ class Daemon:
         finally:
             self.keeper.save(self.memory)
             self.keeper.unlock()
+
+    def converge_once(self) -> None:
+        """Pass after pass, every create that can be done now, order groups
+        included, waiting for each, until nothing more can happen without waiting
+        for a backoff (or a stop is asked)."""
+        while not self.stopping:
+            plan = self.run_pass(self.clock.monotonic())
+            if self.in_flight:
+                self._wait_for_a_result()
+                continue
+            delay = converge.wait_before_next_pass(plan, self.clock.monotonic())
+            if delay is None:
+                return
+            self.door.wait(self.clock, delay)
+            self._take_messages()
+
+    def _wait_for_a_result(self) -> None:
+        """Block until a create in flight ends (or a stop is asked): the next
+        pass has nothing new to see before."""
+        while self.in_flight and not self.pass_due and not self.stopping:
+            self.door.wait(self.clock, REQUEST_POLL)
+            self._take_messages()
 
     def run_pass(self, now: float) -> Plan:
         """Scan, list, plan, start the planned creates, save. Returns the plan."""
