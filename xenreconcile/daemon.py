@@ -3,7 +3,8 @@
 The loop in the spirit of a controller-runtime controller. Its thread (the
 main thread) owns all state: the memory, the creates in flight, the timers and
 every part below. Other threads only post to its one door, `LoopQueue`: the
-watcher's thread (`sources.WatchSource`) posts `Hint.CHANGED`, signal handlers
+watcher's thread (`sources.WatchSource`) and the `@releaseDomain` watch's
+(`releasewatch.ReleaseWatchSource`) post `Hint.CHANGED`, signal handlers
 post `Hint.STOP` / `Hint.RELOAD`, and each create worker's thread
 (`creates.CreateWorkers`) posts its `Finished` result. The loop polls the
 request inbox (`inbox`) every REQUEST_POLL seconds and runs a pass every
@@ -35,6 +36,7 @@ from xenreconcile.keeper import DaemonError, StateKeeper
 from xenreconcile.loopqueue import Finished, Hint, LoopQueue
 from xenreconcile.models import Memory, Plan
 from xenreconcile.passinputs import Observation, PassInputs, Runner, xl_command
+from xenreconcile.releasewatch import ReleaseWatchSource
 from xenreconcile.sources import WatchSource
 from xenreconcile.state import Boot, StateStore, read_boot
 from xenreconcile.statusfile import STATUS_FILE, StatusFile
@@ -73,6 +75,7 @@ class Daemon:
         self.last_plan: Plan | None = None
         self.toolstack_failures = 0
         self.source: WatchSource | None = None
+        self.release_source: ReleaseWatchSource | None = None
 
     @property
     def store(self) -> StateStore:
@@ -139,6 +142,8 @@ class Daemon:
         if self.in_flight:
             self.log.warning("left_running", guests=sorted(self.in_flight))
         self._close_source()
+        if self.release_source is not None:
+            self.release_source.close()
         self.keeper.save(self.memory, force=True)  # also records this boot's uptime
         self.status_file.remove()
         self.keeper.unlock()
@@ -151,6 +156,8 @@ class Daemon:
         self.start()
         try:
             self._open_source()
+            if self.use_watcher:
+                self.release_source = ReleaseWatchSource(self.door, self.log)
             while not self.stopping:
                 self.step()
         finally:

@@ -63,16 +63,17 @@ class SimXl:
             LOCKFILE_ENV: str(self.lockfile()),
         }
 
-    def write_wrapper(self, path: Path) -> Path:
-        """Write an executable `xl` shell script running this simulated xl; returns `path`."""
+    def write_wrapper(self, path: Path, module: str = "xenreconcile.simxl") -> Path:
+        """Write an executable shell script running this simulated xl (or, with
+        `module` "xenreconcile.simxl.xswatch", its `xenstore-watch`); returns `path`."""
         env = self.env()
         script = (
             "#!/bin/sh\n"
-            "# Simulated xl (xenreconcile.simxl); no Xen needed.\n"
+            f"# Simulated toolstack ({module}); no Xen needed.\n"
             f"SIMXL_STATE={shlex.quote(env[store.STATE_ENV])}\n"
             f"PYTHONPATH={shlex.quote(env['PYTHONPATH'])}\n"
             "export SIMXL_STATE PYTHONPATH\n"
-            f'exec {shlex.quote(sys.executable)} -m xenreconcile.simxl "$@"\n'
+            f'exec {shlex.quote(sys.executable)} -m {module} "$@"\n'
         )
         path = Path(path)
         path.write_text(script, encoding="utf-8")
