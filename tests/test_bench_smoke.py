@@ -52,9 +52,10 @@ def test_p1_times_every_concurrency_and_reports_the_skipped_peer(
 ) -> None:
     p1 = tiny_run[0]["p1"]
     assert set(p1["xenreconcile"]) == {"1", "2"}
-    for concurrency, entry in p1["xenreconcile"].items():
+    for entry in p1["xenreconcile"].values():
         assert _finite(entry["seconds"]) and entry["seconds"] > 0
-        assert entry["ideal"] == pytest.approx(math.ceil(3 / int(concurrency)) * 0.1)
+        # xl's create lock builds one domain at a time: the ideal is every build in a row.
+        assert entry["ideal"] == pytest.approx(3 * 0.1)
         assert entry["vs_ideal"] == pytest.approx(entry["seconds"] / entry["ideal"])
     assert "skipped" in p1["peer"]["error"]
 
