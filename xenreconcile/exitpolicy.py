@@ -88,7 +88,9 @@ def stopped_text(end: End, policy: str, intent: str | None) -> str:
     return f"ended by {end.reason} (restart: {policy}); `xenreconcile start` runs it again"
 
 
-def settle(gm: GuestMemory, end: End, now: float, settings: PlannerSettings, name: str) -> GuestMemory:
+def settle(
+    gm: GuestMemory, end: End, now: float, settings: PlannerSettings, name: str
+) -> GuestMemory:
     """Given a guest's memory, how its life ended and the time, return the memory
     with the end recorded, the life forgotten, its crash count updated and, when
     its policy says so, the guest stopped."""

@@ -88,8 +88,8 @@ class Life:
 def parse_lives(text: str) -> list[Life]:
     """Given the text of a monitor log, return its lives in the order written."""
     lives: list[Life] = []
-    for line in text.splitlines():
-        line = line.strip()
+    for raw in text.splitlines():
+        line = raw.strip()
         if m := _WAITING.match(line):
             lives.append(Life(int(m[1])))
         elif m := _SHUT_DOWN.match(line):
@@ -99,7 +99,9 @@ def parse_lives(text: str) -> list[Life]:
     return lives
 
 
-def _end(lives: list[Life], domid: int, *, code: int | None = None, destroyed: bool = False) -> None:
+def _end(
+    lives: list[Life], domid: int, *, code: int | None = None, destroyed: bool = False
+) -> None:
     """Record the end of the life of `domid` (the last one of that domid); a life
     whose "Waiting" line is missing (the crash sample shows one) is added."""
     for index in range(len(lives) - 1, -1, -1):

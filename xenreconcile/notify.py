@@ -34,6 +34,7 @@ def run_notify(
     event: str,
     error: str | None,
     log: Any,
+    *,
     reason: str | None = None,
 ) -> int | None:
     """Run `command` for one event and wait for it; returns its exit code, or
@@ -77,7 +78,8 @@ def notify_async(
         return None
     thread = threading.Thread(
         target=run_notify,
-        args=(list(command), guest, event, error, log, reason),
+        args=(list(command), guest, event, error, log),
+        kwargs={"reason": reason},
         daemon=True,
         name=f"notify-{guest}",
     )

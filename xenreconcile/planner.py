@@ -82,7 +82,7 @@ from dataclasses import dataclass, field, replace
 
 from . import exitpolicy
 from .backoff import retry_delay
-from .exits import Life
+from .exits import ExitReason, Life
 from .models import (
     DOM0_NAME,
     INCOMING_SUFFIX,
@@ -433,7 +433,7 @@ def _observe_missing(name: str, gm: GuestMemory, ctx: _Pass) -> GuestMemory:
             return gm
         end = exitpolicy.classify(gm, life)
         gm = _settled(name, gm, end, ctx)
-        if end.reason is not exitpolicy.ExitReason.UNKNOWN:
+        if end.reason is not ExitReason.UNKNOWN:
             return replace(gm, created_at=None)
     if gm.created_at is None:
         return gm

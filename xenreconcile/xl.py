@@ -244,6 +244,17 @@ class XlRunner:
             result = self._create(STDIN_PATH, source)
         return replace(result, stderr_tail=result.stderr_tail.replace(STDIN_PATH, shown_path))
 
+    def shutdown(self, name: str, timeout: float) -> tuple[bool, str]:
+        """Run `xl shutdown NAME` (ask the guest to power off; it does not wait);
+        returns whether xl accepted it and the last lines of its output."""
+        try:
+            outcome = self._run(["shutdown", name], timeout, combine=True)
+        except OSError as exc:
+            return False, f"cannot run {self.command[0]}: {exc}"
+        if outcome.timed_out:
+            return False, f"xl shutdown timed out after {timeout:g}s"
+        return outcome.exit_code == 0, _tail(outcome.stdout, STDERR_TAIL_LINES).strip()
+
     def _create(self, path: str, stdin: IO[bytes] | int) -> CreateResult:
         """Run `xl create PATH` with `stdin` and report how it ended."""
         try:
