@@ -10,8 +10,9 @@ xl's output; with the fault knob `monitor_fds: "log"` it redirects them to
 `xl-NAME.log` in the state directory as real xl does. Whatever that knob
 says, it writes real xl's lines for each life of its domain to `xl-NAME.log`
 (see `ends`): "Waiting for domain ..." at start, how the life ended once it
-has, and for a domain xl restarts (on_reboot "restart") the next life's "Waiting" line, watching on. A create rotates the
-previous log to `.1` ... `.10` first, as real xl does.
+has, and for a domain xl restarts (on_reboot "restart") the next life's
+"Waiting" line, watching on. A create rotates the previous log to `.1` ...
+`.10` first, as real xl does.
 """
 
 from __future__ import annotations
