@@ -19,6 +19,7 @@ from xenreconcile.models import (
     EventKind,
     GuestOverride,
     GuestPhase,
+    GuestStatus,
     LastExit,
     Memory,
     Plan,
@@ -52,8 +53,12 @@ def step(
     return planner.plan(DesiredState(guests=(WEB,)), listing, memory, (), now, s, lives=lives)
 
 
+def row(plan: Plan) -> GuestStatus:
+    return next(s for s in plan.statuses if s.name == "web")
+
+
 def state(plan: Plan) -> GuestPhase:
-    return plan.statuses[0].state
+    return row(plan).state
 
 
 def seen_running(s: PlannerSettings, domid: int = 7) -> Memory:
@@ -279,3 +284,27 @@ def test_kept_down_matrix_intents() -> None:
     assert not kept_down(R.POWEROFF, "never", "restart")
     assert not kept_down(R.HOST_SHUTDOWN, "never", None)
     assert End(R.POWEROFF, 0).code == 0
+
+
+# --- zombies ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "flags"), [("(null)", "--p--d"), ("(null)", "-b----"), ("web", "-----d")]
+)
+def test_a_zombie_of_the_last_life_blocks_the_create(name: str, flags: str) -> None:
+    s = settings("always")
+    zombie = (Domain(name, 7, 0, 1, flags, 3.0),)
+    gone = step(seen_running(s), zombie, NOW, s, {"web": POWEROFF})
+    later = step(gone.memory, zombie, NOW + 60, s, {"web": POWEROFF})
+    assert (later.creates, state(later)) == ((), GuestPhase.DYING)
+    assert "blocked by zombie domid 7" in (row(later).detail or "")
+    assert later.memory.guests["web"].attempts == 0  # not retried into the ground
+
+
+def test_a_nameless_domain_of_another_life_blocks_nothing() -> None:
+    s = settings("always")
+    other = (Domain("(null)", 9, 0, 1, "--p--d", 3.0),)
+    gone = step(seen_running(s), other, NOW, s, {"web": POWEROFF})
+    later = step(gone.memory, other, NOW + 10, s, {"web": POWEROFF})
+    assert [c.name for c in later.creates] == ["web"]

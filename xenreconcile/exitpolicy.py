@@ -105,6 +105,7 @@ def settle(
         exit_reason=str(end.reason),
         exit_code=end.code,
         exit_at=now,
+        ended_domid=gm.life_domid,
         life_domid=None,
         life_before_boot=False,
         intent=None,

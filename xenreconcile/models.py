@@ -145,6 +145,8 @@ class GuestMemory:
     stopped          why the guest is kept down (`stop`, or its restart policy);
                      never created while set, until `start`
     crashes, last_crash_at  crashes and watchdog resets within `exits`' window
+    ended_domid      domid of the last life whose end was settled: a domain still listed
+                     under it, dying or nameless, is a zombie that blocks a create
     """
 
     attempts: int = 0
@@ -173,6 +175,7 @@ class GuestMemory:
     stopped: str | None = None
     crashes: int = 0
     last_crash_at: float | None = None
+    ended_domid: int | None = None
 
 
 _FRESH_GUEST = GuestMemory()

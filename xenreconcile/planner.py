@@ -116,6 +116,8 @@ BLOCKING_STATES = frozenset(
 )
 # States of a desired guest that do not depend on the listing: a suspect keeps them.
 _LISTING_FREE_STATES = frozenset({GuestPhase.HELD, GuestPhase.CREATING, GuestPhase.STOPPED})
+# The name xl lists for a domain whose name is already gone from xenstore.
+NULL_NAME = "(null)"
 # How long the memory of a name with no file, domain, migration or create is kept.
 FORGET_AFTER = 24 * 3600.0
 
@@ -483,6 +485,13 @@ def _judge(guest: DesiredGuest, gm: GuestMemory, ctx: _Pass) -> _Verdict:
         return _Verdict(guest, gm, state, _join(detail, _running_detail(domain)))
     if domain is not None:
         return _listed_verdict(guest, gm, domain)
+    zombie = _zombie(gm, ctx)
+    if zombie is not None:
+        detail = (
+            f"blocked by zombie domid {zombie.domid} ({zombie.name}, {zombie.flags}): it still "
+            "holds the guest's devices; no create until the hypervisor frees it"
+        )
+        return _Verdict(guest, gm, GuestPhase.DYING, detail)
     if ctx.migrating(name):
         return _Verdict(guest, gm, GuestPhase.MIGRATING, "live migration in progress")
     if gm.migrated:
@@ -526,7 +535,8 @@ def _listed_verdict(guest: DesiredGuest, gm: GuestMemory, domain: Domain) -> _Ve
     if gm.leftover_domid == domain.domid:
         return _Verdict(guest, gm, GuestPhase.LEFTOVER, _leftover_text(gm, domain.domid))
     if domain.dying:
-        return _Verdict(guest, gm, GuestPhase.DYING, f"dying ({domain.flags}); waiting")
+        detail = f"dying ({domain.flags}); waiting: blocked by zombie domid {domain.domid}"
+        return _Verdict(guest, gm, GuestPhase.DYING, detail)
     if domain.stale:
         detail = f"crashed or shut down and preserved ({domain.flags}); not touched"
         return _Verdict(guest, gm, GuestPhase.STALE, detail)
@@ -534,6 +544,18 @@ def _listed_verdict(guest: DesiredGuest, gm: GuestMemory, domain: Domain) -> _Ve
         detail = "file changed since the guest was created; restart it to apply"
         return _Verdict(guest, gm, GuestPhase.DRIFT, detail)
     return _Verdict(guest, gm, GuestPhase.RUNNING, f"domid {domain.domid}")
+
+
+def _zombie(gm: GuestMemory, ctx: _Pass) -> Domain | None:
+    """The domain of the guest's last life still listed under another name (xl
+    shows `(null)` once its name is gone) or dying, or None: a zombie."""
+    domids = {gm.life_domid, gm.ended_domid} - {None}
+    if not domids:
+        return None
+    for domain in ctx.listed.values():
+        if domain.domid in domids and (domain.dying or domain.name == NULL_NAME):
+            return domain
+    return None
 
 
 def _is_running(domain: Domain) -> bool:
