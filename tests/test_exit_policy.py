@@ -308,3 +308,23 @@ def test_a_nameless_domain_of_another_life_blocks_nothing() -> None:
     gone = step(seen_running(s), other, NOW, s, {"web": POWEROFF})
     later = step(gone.memory, other, NOW + 10, s, {"web": POWEROFF})
     assert [c.name for c in later.creates] == ["web"]
+
+
+def test_a_life_that_ended_while_the_daemon_was_down_is_not_waited_for() -> None:
+    # The monitor was killed (no final line) while no daemon ran: a new daemon has
+    # never seen the guest missing, so there is no grace to wait in.
+    s = settings("on-failure")
+    memory = planner.forget_runtime(seen_running(s))
+    plan = step(memory, (), NOW, s, {"web": NO_FINAL_LINE})
+    assert [c.name for c in plan.creates] == ["web"]
+    assert row(plan).last_exit == LastExit("unknown", None, NOW)
+
+
+def test_a_drained_guest_powered_off_before_the_reboot_is_started_at_boot() -> None:
+    # The host-shutdown drain ran `xl shutdown`: the log says poweroff, yet at boot
+    # an on-failure guest is created (the policy is for ends while Dom0 runs).
+    s = settings("on-failure")
+    memory = planner.new_boot(seen_running(s), boot_time=1.0)
+    plan = step(memory, (), NOW, s, {"web": POWEROFF})
+    assert row(plan).last_exit == LastExit("poweroff", 0, NOW)
+    assert [c.name for c in plan.creates] == ["web"]

@@ -96,7 +96,11 @@ def settle(
     its policy says so, the guest stopped."""
     policy = settings.restart_of(name)
     stopped = gm.stopped
-    if kept_down(end.reason, policy, gm.intent):
+    # The policy is for ends while Dom0 runs: at boot every guest not stopped before
+    # is created, also one the host-shutdown drain powered off (the log says poweroff).
+    if gm.life_before_boot and gm.intent != STOP:
+        pass
+    elif kept_down(end.reason, policy, gm.intent):
         stopped = stopped_text(end, policy, gm.intent)
     elif gm.intent == RESTART:
         stopped = None

@@ -429,8 +429,11 @@ def _observe_missing(name: str, gm: GuestMemory, ctx: _Pass) -> GuestMemory:
         ctx.event(EventKind.VANISHED, name)
     if gm.life_domid is not None:
         life = ctx.lives.get(name)
+        # Not seen missing in this daemon's life: it went while we were down, and
+        # the monitor had its time to write the final line.
         grace_end = (gm.missing_since or ctx.now) + ctx.settings.missing_grace
-        if exitpolicy.waits_for_log(gm, life, grace_over=ctx.now >= grace_end):
+        grace_over = gm.missing_since is None or ctx.now >= grace_end
+        if exitpolicy.waits_for_log(gm, life, grace_over=grace_over):
             ctx.wake(grace_end)
             return gm
         end = exitpolicy.classify(gm, life)
