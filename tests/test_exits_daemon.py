@@ -168,7 +168,11 @@ def test_stop_start_restart_without_a_daemon(run: DaemonRun) -> None:
     stop = run.cli("stop", "web", "--timeout", "20")
     assert stop.returncode == 0, stop.stdout + stop.stderr
     assert run.running() == set()
-    assert run.cli("status").returncode == 0
+    table = run.cli("status")
+    assert table.returncode == 0
+    [row] = [line for line in table.stdout.splitlines() if line.startswith("web ")]
+    assert "stopped" in row
+    assert "poweroff" in row  # the LAST EXIT column, read from the monitor's log
     assert run.guest_state("web") == "stopped"
 
 

@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from xenreconcile import control, planner
 from xenreconcile.clock import SystemClock
 from xenreconcile.config import Config
 from xenreconcile.errors import EXIT_FAILURE
 from xenreconcile.keeper import StateKeeper
-from xenreconcile.models import Domain, GuestStatus
+from xenreconcile.models import Domain, GuestStatus, Memory
 from xenreconcile.passinputs import PassInputs, xl_command
 from xenreconcile.state import Boot, read_boot
 from xenreconcile.xl import ToolstackError, XlRunner, create_checked
@@ -159,7 +159,7 @@ class GuestOps:
             memory, _events = planner.record_create(
                 memory, action, result, self.monotonic(), self.inputs.settings
             )
-            keeper.save(memory)
+            keeper.save(self._seen_once_more(memory) if result.ok else memory)
         finally:
             keeper.unlock()
         if not result.ok:
@@ -167,6 +167,12 @@ class GuestOps:
             return EXIT_FAILURE
         self.say(f"{name}: created from {action.path}")
         return EXIT_OK
+
+    def _seen_once_more(self, memory: Memory) -> Memory:
+        """The memory after one more look at the listing (nothing started), so that
+        the life just created is known by its domid and its end can be read later."""
+        plan = self.inputs.plan(self.inputs.observe(), memory, (), self.monotonic())
+        return replace(plan.memory, last_create_at=memory.last_create_at)
 
     def _not_created(self, name: str, statuses: tuple[GuestStatus, ...]) -> int:
         """Say why the plan creates no `name`; 0 when it runs already."""
