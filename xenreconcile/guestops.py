@@ -124,11 +124,7 @@ class GuestOps:
         """Poll `xl list` until domain `domid` of `name` is gone, up to `timeout`."""
         deadline = self.monotonic() + timeout
         while True:
-            try:
-                domain = self._listed(name)
-            except ToolstackError:
-                domain = Domain(name, domid, 0, 0, "------", 0.0)  # not known gone: wait on
-            if domain is None or domain.domid != domid:
+            if self._gone(name, domid):
                 self.say(f"{name}: shut down (domid {domid})")
                 return EXIT_OK
             if self.monotonic() >= deadline:
@@ -138,6 +134,14 @@ class GuestOps:
                 )
                 return EXIT_FAILURE
             self.sleep(POLL)
+
+    def _gone(self, name: str, domid: int) -> bool:
+        """True when a trusted listing no longer shows domain `domid` as `name`."""
+        try:
+            domain = self._listed(name)
+        except ToolstackError:
+            return False  # not known to be gone
+        return domain is None or domain.domid != domid
 
     def _create_now(self, name: str) -> int:
         """With no daemon: one pass's plan under the state lock, and the create of
