@@ -39,6 +39,9 @@ from xenreconcile.xl import ToolstackError, XlRunner, create_checked
 
 EXIT_OK = 0
 POLL = 0.2
+# How long a request may take to reach a running daemon before the command gives
+# up without touching the guest (a busy Dom0 can be slow; `hold` waits 3 s).
+DELIVERY_WAIT = 15.0
 
 
 @dataclass
@@ -93,7 +96,9 @@ class GuestOps:
 
     def _deliver(self, request: control.Request) -> control.Delivery | None:
         """Deliver `request`; None (said why) when a running daemon did not take it."""
-        delivery = control.deliver(self.config.state_dir, request, warn=self.say)
+        delivery = control.deliver(
+            self.config.state_dir, request, wait=DELIVERY_WAIT, warn=self.say
+        )
         self.say(delivery.message)
         if not delivery.applied:
             self.say(f"{request.describe()}: not acting on the guest until the daemon takes it")
