@@ -14,8 +14,11 @@ from typing import Any
 import pytest
 
 from tests.daemon_harness import DaemonRun, wait_for
+from xenreconcile import guestops
+from xenreconcile.config import load_config
 from xenreconcile.exits import parse_lives
 from xenreconcile.simxl import SimXl, write_cfg
+from xenreconcile.state import StateStore
 
 
 def xl(sim: SimXl, *args: str) -> subprocess.CompletedProcess[str]:
@@ -207,3 +210,26 @@ def test_cli_help_lists_the_guest_commands() -> None:
     )
     for command in ("stop", "start", "restart"):
         assert command in out.stdout
+
+
+def test_stop_touches_no_guest_when_the_daemon_does_not_take_the_request(
+    run: DaemonRun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A daemon holds the state (here: this test) but takes no request: shutting the
+    # guest down anyway would let that daemon recreate it.
+    run.add_guest("web")
+    assert run.cli("start", "web").returncode == 0
+    monkeypatch.setattr(guestops, "DELIVERY_WAIT", 0.3)
+    for key, value in run.sim.env().items():
+        monkeypatch.setenv(key, value)
+    store = StateStore(str(run.state_dir))
+    assert store.try_lock()
+    said: list[str] = []
+    try:
+        ops = guestops.GuestOps(load_config(str(run.config_path)), say=said.append, log=None)
+        assert ops.stop("web", timeout=5) == 1
+    finally:
+        store.unlock()
+    assert "not acting on the guest until the daemon takes it" in said[-1]
+    assert run.running() == {"web"}
+    assert not [c for c in run.sim.calls() if c["argv"][:1] == ["shutdown"]]
