@@ -328,3 +328,11 @@ def test_a_drained_guest_powered_off_before_the_reboot_is_started_at_boot() -> N
     plan = step(memory, (), NOW, s, {"web": POWEROFF})
     assert row(plan).last_exit == LastExit("poweroff", 0, NOW)
     assert [c.name for c in plan.creates] == ["web"]
+
+
+def test_a_zombie_among_several_nameless_domains_is_found() -> None:
+    s = settings("always")
+    listing = (Domain("(null)", 7, 0, 1, "--p--d", 3.0), Domain("(null)", 5, 0, 1, "--p--d", 3.0))
+    gone = step(seen_running(s), listing, NOW, s, {"web": POWEROFF})
+    later = step(gone.memory, listing, NOW + 60, s, {"web": POWEROFF})
+    assert "blocked by zombie domid 7" in (row(later).detail or "")

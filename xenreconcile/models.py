@@ -27,6 +27,9 @@ PlannerSettings = schema.PlannerSettings
 DOM0_NAME = "Domain-0"
 INCOMING_SUFFIX = "--incoming"
 MIGRATEDAWAY_SUFFIX = "--migratedaway"
+# The name xl lists for a domain whose name is already gone (being torn down); any
+# number of rows may carry it.
+NULL_NAME = "(null)"
 
 
 def split_migration_name(name: str) -> tuple[str, str | None]:

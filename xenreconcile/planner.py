@@ -87,6 +87,7 @@ from .models import (
     DOM0_NAME,
     INCOMING_SUFFIX,
     MIGRATEDAWAY_SUFFIX,
+    NULL_NAME,
     CreateAction,
     CreateResult,
     DesiredGuest,
@@ -116,8 +117,6 @@ BLOCKING_STATES = frozenset(
 )
 # States of a desired guest that do not depend on the listing: a suspect keeps them.
 _LISTING_FREE_STATES = frozenset({GuestPhase.HELD, GuestPhase.CREATING, GuestPhase.STOPPED})
-# The name xl lists for a domain whose name is already gone from xenstore.
-NULL_NAME = "(null)"
 # How long the memory of a name with no file, domain, migration or create is kept.
 FORGET_AFTER = 24 * 3600.0
 
@@ -135,6 +134,7 @@ class _Pass:
     listed: dict[str, Domain]
     suspects: Mapping[str, str] = field(default_factory=dict)
     lives: Mapping[str, Life | None] = field(default_factory=dict)
+    nameless: tuple[Domain, ...] = ()
     starting: bool = False
     events: list[Event] = field(default_factory=list)
     wakes: list[float] = field(default_factory=list)
@@ -208,6 +208,7 @@ def plan(  # noqa: PLR0917 - the positional API the daemon and CLI share
         listed=listed,
         suspects=suspects or {},
         lives=lives or {},
+        nameless=tuple(d for d in listing if d.name == NULL_NAME),
         starting=starting,
     )
     if desired.error is not None:
@@ -555,7 +556,7 @@ def _zombie(gm: GuestMemory, ctx: _Pass) -> Domain | None:
     domids = {gm.life_domid, gm.ended_domid} - {None}
     if not domids:
         return None
-    for domain in ctx.listed.values():
+    for domain in (*ctx.listed.values(), *ctx.nameless):
         if domain.domid in domids and (domain.dying or domain.name == NULL_NAME):
             return domain
     return None

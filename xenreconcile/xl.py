@@ -28,6 +28,7 @@ from typing import IO
 from xenreconcile.errors import XenreconcileError
 from xenreconcile.models import (
     DOM0_NAME,
+    NULL_NAME,
     CreateAction,
     CreateResult,
     Domain,
@@ -154,11 +155,13 @@ def _parse_row(line: str, number: int) -> Domain | UnreadRow:
 
 
 def _check_unique(rows: Sequence[tuple[int, Domain]]) -> None:
-    """Raise XlListError if two rows (line number, domain) share a name or a domain id."""
+    """Raise XlListError if two rows (line number, domain) share a name or a domain id.
+    `(null)`, what xl shows for domains whose name is already gone (being torn down),
+    may occur many times: real xl 4.17 lists two at once after a few destroys."""
     seen_names: set[str] = set()
     seen_ids: set[int] = set()
     for number, domain in rows:
-        if domain.name in seen_names:
+        if domain.name in seen_names and domain.name != NULL_NAME:
             raise XlListError(f"duplicate domain name {domain.name!r}", number)
         if domain.domid in seen_ids:
             raise XlListError(f"duplicate domain id {domain.domid}", number)
