@@ -25,7 +25,7 @@ log_level: info
 interval: $INTERVAL
 missing_grace: $GRACE
 stable_after: 8
-xl_timeout: 60
+xl_timeout: 300
 restart: $1
 backoff:
   initial: 2
@@ -73,7 +73,7 @@ all_known() { for _g in "$@"; do listed "$_g" && remembered "$_g" || return 1; d
 
 # end_three PHASE: power alpha off from inside, crash bravo, destroy charlie (domids noted)
 end_three() {
-  check "$1.known" "the daemon runs and knows alpha, bravo and charlie" wait_until 120 all_known alpha bravo charlie
+  check "$1.known" "the daemon runs and knows alpha, bravo and charlie" wait_until 300 all_known alpha bravo charlie
   a=$(domid_of alpha) b=$(domid_of bravo) c=$(domid_of charlie)
   t_end=$(now)
   xl sysrq alpha o
@@ -84,7 +84,7 @@ end_three() {
 x1_on_failure() {
   t0=$(now)
   start_daemon
-  check X1.up "the daemon created alpha, bravo and charlie" wait_until 120 all_listed alpha bravo charlie
+  check X1.up "the daemon created alpha, bravo and charlie" wait_until 300 all_listed alpha bravo charlie
   figure exits.daemon_start_to_all_running "$(since "$t0")" s
   end_three X1
   check X1.poweroff "on-failure: alpha powered off from inside is stopped, reason poweroff" \
@@ -92,7 +92,7 @@ x1_on_failure() {
   check X1.poweroff.code "alpha's last_exit code is 0" [ "$(exit_field alpha code)" = 0 ]
   check X1.destroyed "on-failure: charlie after xl destroy is stopped, reason destroyed" \
     wait_until 60 ended charlie stopped destroyed
-  if wait_until 90 recreated bravo "$b"; then
+  if wait_until 180 recreated bravo "$b"; then
     figure exits.crash_to_recreated "$(since "$t_end")" s
     pass "X1.crash.recreated on-failure: crashed bravo recreated (domid $b -> $(domid_of bravo))"
   else
@@ -111,7 +111,7 @@ x1_on_failure() {
 x2_start() {
   check X2.start "xenreconcile start alpha exits 0" xr start alpha
   check X2.start2 "xenreconcile start charlie exits 0" xr start charlie
-  check X2.running "alpha and charlie run again" wait_until 90 all_listed alpha charlie
+  check X2.running "alpha and charlie run again" wait_until 180 all_listed alpha charlie
 }
 
 x3_always() {
@@ -122,7 +122,7 @@ x3_always() {
   end_three X3
   for g in alpha:"$a" bravo:"$b" charlie:"$c"; do
     name=${g%%:*} old=${g#*:}
-    check "X3.recreated.$name" "always: $name recreated (old domid $old)" wait_until 90 recreated "$name" "$old"
+    check "X3.recreated.$name" "always: $name recreated (old domid $old)" wait_until 180 recreated "$name" "$old"
   done
   figure exits.always_three_ends_to_all_recreated "$(since "$t_end")" s
   check X3.running "always: all three running" wait_until 60 all_listed alpha bravo charlie
@@ -134,7 +134,7 @@ x3_always() {
 }
 
 x4_stop_start_restart() {
-  check X4.known "alpha and bravo are running and known" wait_until 120 all_known alpha bravo
+  check X4.known "alpha and bravo are running and known" wait_until 300 all_known alpha bravo
   t=$(now)
   check X4.stop "xenreconcile stop alpha --timeout 60 exits 0 (a clean shutdown)" xr stop alpha --timeout 60
   figure exits.stop_command "$(since "$t")" s
@@ -146,12 +146,12 @@ x4_stop_start_restart() {
   check X4.stop.state "status --json: alpha stopped" wait_until 30 ended alpha stopped poweroff
   t=$(now)
   check X4.start "xenreconcile start alpha exits 0" xr start alpha
-  check X4.start.running "alpha runs again" wait_until 90 listed alpha
+  check X4.start.running "alpha runs again" wait_until 180 listed alpha
   figure exits.start_to_listed "$(since "$t")" s
   old=$(domid_of bravo)
   t=$(now)
   check X4.restart "xenreconcile restart bravo --timeout 60 exits 0" xr restart bravo --timeout 60
-  check X4.restart.new "bravo runs again under a new domid (was $old)" wait_until 90 recreated bravo "$old"
+  check X4.restart.new "bravo runs again under a new domid (was $old)" wait_until 180 recreated bravo "$old"
   figure exits.restart_to_new_domid "$(since "$t")" s
   check X4.restart.state "status says bravo is running" wait_until 60 seen_running bravo
 }
