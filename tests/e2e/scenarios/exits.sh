@@ -58,7 +58,8 @@ print("" if v is None else v)' "$1" "$2" < /tmp/status.json 2>/dev/null
 ended() { refresh && [ "$(cached "$1" state)" = "$2" ] && [ "$(exit_field "$1" reason)" = "$3" ]; }
 reason_is() { refresh && [ "$(exit_field "$1" reason)" = "$2" ]; }
 seen_running() { refresh && [ "$(cached "$1" state)" = running ]; }
-recreated() { _id=$(domid_of "$1") && [ "$_id" != "$2" ]; }
+# (its own variable: `check` keeps the check's id in `_id`)
+recreated() { _rid=$(domid_of "$1") && [ "$_rid" != "$2" ]; }
 status_table() {
   refresh
   python3 "$E2E_DIR/statusq.py" table < /tmp/status.json | sed 's/^/INFO status: /'
