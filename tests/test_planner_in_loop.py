@@ -101,7 +101,9 @@ def test_paused_leftover_of_a_timed_out_create_is_reported_and_notified(  # type
     daemon, xl, _clock, tmp_path = loop
     told: list[tuple[str, str, str | None]] = []
 
-    def notify(_command: object, guest: str, event: str, error: str | None, _log: object) -> None:
+    def notify(
+        _command: object, guest: str, event: str, error: str | None, _log: object, **_: object
+    ) -> None:
         told.append((guest, event, error))
 
     monkeypatch.setattr(eventsink, "notify_async", notify)

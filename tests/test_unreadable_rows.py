@@ -21,7 +21,9 @@ def notified(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str | None
     """The notifications the daemon sends: (guest, event, error), recorded in order."""
     calls: list[tuple[str, str, str | None]] = []
 
-    def record(_command: Any, guest: str, event: str, error: str | None, _log: Any) -> None:
+    def record(
+        _command: Any, guest: str, event: str, error: str | None, _log: Any, **_: Any
+    ) -> None:
         calls.append((guest, event, error))
 
     monkeypatch.setattr(eventsink, "notify_async", record)

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 from xenreconcile import __version__
 
+DEFAULT_STOP_TIMEOUT = 60.0  # seconds `stop` and `restart` wait for a guest to shut down
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every command."""
@@ -51,6 +53,22 @@ def build_parser() -> argparse.ArgumentParser:
         ("retry", "forget NAME's failures and try it at once"),
     ):
         commands.add_parser(op, help=text).add_argument("name", metavar="NAME")
+    for op, text in (
+        ("stop", "shut NAME down cleanly and keep it down (stopped)"),
+        ("restart", "shut NAME down, then create it again from its file"),
+    ):
+        guest_op = commands.add_parser(op, help=text)
+        guest_op.add_argument("name", metavar="NAME")
+        guest_op.add_argument(
+            "--timeout",
+            metavar="S",
+            type=float,
+            default=DEFAULT_STOP_TIMEOUT,
+            help=f"seconds to wait for the shutdown (default {DEFAULT_STOP_TIMEOUT:g})",
+        )
+    commands.add_parser(
+        "start", help="let a stopped NAME run again, and create it now"
+    ).add_argument("name", metavar="NAME")
     commands.add_parser(
         "accept-state",
         help="after a damaged state file: trust the holds and migrated marks it kept",

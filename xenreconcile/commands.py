@@ -19,6 +19,7 @@ from xenreconcile.config import Config, ConfigError, load_config
 from xenreconcile.daemon import STATUS_FILE, Daemon
 from xenreconcile.demo import run_demo
 from xenreconcile.errors import EXIT_FAILURE, EXIT_SETUP, XenreconcileError
+from xenreconcile.guestops import GuestOps
 from xenreconcile.models import Memory, Plan
 from xenreconcile.passinputs import PassInputs
 from xenreconcile.state import (
@@ -204,6 +205,25 @@ def cmd_request(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_guest_op(config: Config, args: argparse.Namespace) -> int:
+    """`stop NAME [--timeout S]`, `start NAME`, `restart NAME [--timeout S]`."""
+    try:
+        control.Request(op=args.command, name=args.name)
+    except control.RequestError as exc:
+        print(f"xenreconcile: {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.command != "start" and not args.timeout > 0:
+        print(f"xenreconcile: {args.command}: --timeout must be above 0", file=sys.stderr)
+        return EXIT_USAGE
+    logs.configure(config.log_file, config.log_format, config.log_level)
+    ops = GuestOps(config, say=print, log=logs.get_logger())
+    if args.command == "stop":
+        return ops.stop(args.name, args.timeout)
+    if args.command == "restart":
+        return ops.restart(args.name, args.timeout)
+    return ops.start(args.name)
+
+
 def warn(message: str) -> None:
     """Print a warning for the admin on stderr."""
     print(f"xenreconcile: warning: {message}", file=sys.stderr)
@@ -217,5 +237,8 @@ COMMANDS = {
     "hold": cmd_request,
     "release": cmd_request,
     "retry": cmd_request,
+    "stop": cmd_guest_op,
+    "start": cmd_guest_op,
+    "restart": cmd_guest_op,
     control.ACCEPT_STATE: cmd_request,
 }

@@ -584,6 +584,8 @@ def format_duration(seconds: float) -> str:
 
 def _format_default(option: Option) -> str:
     value, kind = option.default, option.spec.kind
+    if value is None:
+        return ""
     if kind is Kind.DURATION:
         return format_duration(value)
     if kind is Kind.COMMAND:
@@ -612,6 +614,8 @@ def _sample_option(option: Option, indent: str) -> list[str]:
     lines = _comment_lines(spec.description, indent)
     if spec.example and spec.kind not in (Kind.SECTION, Kind.GUESTS):
         lines += _comment_lines(f"Example: {option.key}: {spec.example}", indent)
+    if option.default is None and spec.choices:  # unset by default: shown as an example only
+        return lines + _comment_lines(f"Example: {option.key}: {spec.choices[-1]}", indent)
     if spec.kind not in (Kind.SECTION, Kind.GUESTS):
         return [*lines, f"#{indent}{option.key}: {_format_default(option)}".rstrip()]
     lines.append(f"#{indent}{option.key}:")

@@ -1,5 +1,5 @@
-"""hold / release / retry / accept-state: from the command line to the state,
-with or without a daemon.
+"""hold / release / retry / stop / start / restart / accept-state: from the
+command line to the state, with or without a daemon.
 
 When no daemon holds the state lock, the command changes `state.json`
 itself. When a daemon runs, the command drops a request file into
@@ -38,7 +38,7 @@ from xenreconcile.state import (
 
 REQUESTS_DIR = "requests"
 ACCEPT_STATE = "accept-state"
-NAMED_OPS = ("hold", "release", "retry")
+NAMED_OPS = ("hold", "release", "retry", "stop", "start", "restart")
 OPS = (*NAMED_OPS, ACCEPT_STATE)
 FIELDS = frozenset({"op", "name", "reason"})
 MAX_REASON = 1024
@@ -56,7 +56,7 @@ class RequestDirError(XenreconcileError, OSError):
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """One admin request: `op` ("hold" | "release" | "retry") on guest `name`, or
+    """One admin request: `op` (one of NAMED_OPS) on guest `name`, or
     "accept-state" (no name). Raises RequestError when a field does not fit."""
 
     op: str
@@ -107,6 +107,12 @@ def apply(memory: Memory, request: Request, now: float) -> Memory:
         return planner.hold(memory, request.name, request.reason, now)
     if request.op == "release":
         return planner.release(memory, request.name)
+    if request.op == "stop":
+        return planner.stop(memory, request.name)
+    if request.op == "start":
+        return planner.start(memory, request.name)
+    if request.op == "restart":
+        return planner.intend(memory, request.name, "restart")
     return planner.retry(memory, request.name)
 
 
@@ -196,6 +202,29 @@ def submit(
     admin; `warn` is given what is wrong with the state file, if anything.
     Raises OSError when the state cannot be written (StateReadOnlyError when it
     is of a newer format, StateDirError when state_dir is unsafe)."""
+    return deliver(state_dir, request, wait=wait, clock=clock, sleep=sleep, warn=warn).message
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """How a request arrived: its sentence for the admin, whether a daemon runs,
+    and whether it is applied (saved by us, or taken by the daemon) or only queued."""
+
+    message: str
+    daemon: bool
+    applied: bool
+
+
+def deliver(
+    state_dir: str,
+    request: Request,
+    *,
+    wait: float = 3.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    warn: Callable[[str], None] = lambda _message: None,
+) -> Delivery:
+    """`submit`, telling whether a daemon runs and whether the request is applied."""
     store = StateStore(state_dir)
     if store.try_lock():
         try:
@@ -207,7 +236,7 @@ def submit(
             store.save(apply(memory, request, time.time()))
         finally:
             store.unlock()
-        return f"{request.describe()}: saved (no daemon running)"
+        return Delivery(f"{request.describe()}: saved (no daemon running)", False, True)
     store.load(repair=False)
     if store.read_only is not None:
         raise StateReadOnlyError(store.read_only)
@@ -215,9 +244,10 @@ def submit(
     deadline = clock() + wait
     while clock() < deadline:
         if not path.exists():
-            return f"{request.describe()}: applied by the running daemon"
+            return Delivery(f"{request.describe()}: applied by the running daemon", True, True)
         sleep(POLL)
-    return (
+    message = (
         f"{request.describe()}: queued; the daemon has not taken it within {wait:.0f}s "
         "and will apply it as soon as it can save its state"
     )
+    return Delivery(message, True, False)

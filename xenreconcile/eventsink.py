@@ -26,7 +26,13 @@ from xenreconcile.xl import UnreadRow
 
 UNCERTAIN_EVENT = "state_uncertain"  # XR_EVENT of the notification about lost holds
 EVERY_GUEST = "*"  # XR_GUEST when every name is uncertain
-NOTIFY_EVENTS = {EventKind.GAVE_UP, EventKind.FAILING, EventKind.RECOVERED, EventKind.LEFTOVER}
+NOTIFY_EVENTS = {
+    EventKind.GAVE_UP,
+    EventKind.FAILING,
+    EventKind.RECOVERED,
+    EventKind.LEFTOVER,
+    EventKind.STOPPED,
+}
 UNREADABLE_ROWS_EVENT = "xl_list_rows_unreadable"  # logged and notified once per change
 EVENT_LOG: dict[EventKind, tuple[str, str]] = {
     EventKind.VANISHED: ("info", "guest_vanished"),
@@ -38,6 +44,8 @@ EVENT_LOG: dict[EventKind, tuple[str, str]] = {
     EventKind.MIGRATED: ("info", "guest_migrated"),
     EventKind.RETURNED: ("info", "guest_returned"),
     EventKind.LEFTOVER: ("error", "create_leftover"),
+    EventKind.EXITED: ("info", "guest_exited"),
+    EventKind.STOPPED: ("warning", "guest_stopped"),
 }
 
 
@@ -58,19 +66,22 @@ class EventSink:
         self._dir_error: str | None = None
         self._toolstack_error: str | None = None
 
-    def _notify(self, guest: str, event: str, error: str | None) -> None:
-        notify_async(self.notify_command, guest, event, error, self.log)
+    def _notify(self, guest: str, event: str, error: str | None, reason: str | None = None) -> None:
+        notify_async(self.notify_command, guest, event, error, self.log, reason=reason)
 
     def event(self, event: Event, memory: Memory, now: float) -> None:
         """Log a planner event (with the retry it scheduled) and notify those in
         `NOTIFY_EVENTS`; `memory` is the memory after the event."""
         level, name = EVENT_LOG[event.kind]
         extra = {} if event.error is None else {"error": event.error}
+        if event.reason is not None:
+            extra["reason"] = event.reason
         getattr(self.log, level)(name, guest=event.name, **extra)
         if event.kind == EventKind.DIED_EARLY:
             self.retry(event.name, memory, now)
         if event.kind in NOTIFY_EVENTS:
-            self._notify(event.name, event.kind.value, event.error)
+            reason = event.reason or memory.guest(event.name).exit_reason
+            self._notify(event.name, event.kind.value, event.error, reason)
 
     def create_started(self, action: CreateAction) -> None:
         """Log the start of a create."""

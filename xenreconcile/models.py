@@ -27,6 +27,9 @@ PlannerSettings = schema.PlannerSettings
 DOM0_NAME = "Domain-0"
 INCOMING_SUFFIX = "--incoming"
 MIGRATEDAWAY_SUFFIX = "--migratedaway"
+# The name xl lists for a domain whose name is already gone (being torn down); any
+# number of rows may carry it.
+NULL_NAME = "(null)"
 
 
 def split_migration_name(name: str) -> tuple[str, str | None]:
@@ -136,6 +139,17 @@ class GuestMemory:
     uncertain        why its hold or migrated mark may have been lost (a damaged
                      state file); never created while set, until hold, release or
                      accept-state
+    life_domid       domid of the life last seen running whose end is not settled yet
+    life_before_boot that life belongs to an earlier Dom0 boot
+    intent           our own reason for ending that life: "stop", "restart" or
+                     "host-shutdown" (the drain); decides before xl's records
+    exit_reason, exit_code, exit_at  how the last life ended (`exits.ExitReason`
+                     word, xl's reason code or None, when it was noticed)
+    stopped          why the guest is kept down (`stop`, or its restart policy);
+                     never created while set, until `start`
+    crashes, last_crash_at  crashes and watchdog resets within `exits`' window
+    ended_domid      domid of the last life whose end was settled: a domain still listed
+                     under it, dying or nameless, is a zombie that blocks a create
     """
 
     attempts: int = 0
@@ -155,6 +169,16 @@ class GuestMemory:
     leftover_domid: int | None = None
     absent_at: float | None = None
     uncertain: str | None = None
+    life_domid: int | None = None
+    life_before_boot: bool = False
+    intent: str | None = None
+    exit_reason: str | None = None
+    exit_code: int | None = None
+    exit_at: float | None = None
+    stopped: str | None = None
+    crashes: int = 0
+    last_crash_at: float | None = None
+    ended_domid: int | None = None
 
 
 _FRESH_GUEST = GuestMemory()
@@ -204,6 +228,9 @@ GUEST_TIME_FIELDS: Mapping[str, TimeBounds] = {
     "last_failure_at": lambda s: (None, 0.0),
     # Counts towards forgetting a name with no file; never in the future.
     "absent_at": lambda s: (None, 0.0),
+    # When the last end was noticed, and the last crash: never in the future.
+    "exit_at": lambda s: (None, 0.0),
+    "last_crash_at": lambda s: (None, 0.0),
 }
 MEMORY_TIME_FIELDS: Mapping[str, TimeBounds] = {
     # start_delay counts from a create that started, at the latest, now.
@@ -229,6 +256,7 @@ class GuestPhase(enum.StrEnum):
     MIGRATING = "migrating"  # a `--incoming`/`--migratedaway` domain exists
     MIGRATED = "migrated"  # left by live migration; not created until release
     UNCERTAIN = "uncertain"  # its hold or migrated mark may be lost; not created until decided
+    STOPPED = "stopped"  # kept down by `stop` or its restart policy; `start` lets it run
     STALE = "stale"  # listed crashed/shut down and preserved; not touched
     DYING = "dying"  # listed as dying; wait
     LEFTOVER = "leftover"  # a failed create left its domain listed paused; not running
@@ -236,6 +264,16 @@ class GuestPhase(enum.StrEnum):
     DUPLICATE = "duplicate"  # two or more files carry this name
     INVALID = "invalid"  # the file cannot be used
     UNKNOWN = "unknown"  # the toolstack listing is not trusted this pass
+
+
+@dataclass(frozen=True, slots=True)
+class LastExit:
+    """How a guest's last life ended: the reason word (`exits.ExitReason`), xl's
+    shutdown reason code (None when xl gave none) and when it was noticed."""
+
+    reason: str
+    code: int | None
+    at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +288,7 @@ class GuestStatus:
     next_retry: float | None = None
     last_error: str | None = None
     detail: str | None = None
+    last_exit: LastExit | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,15 +312,19 @@ class EventKind(enum.StrEnum):
     MIGRATED = "migrated"  # left by live migration
     RETURNED = "returned"  # a migrated guest runs here again
     LEFTOVER = "leftover"  # a failed create left its domain listed paused
+    EXITED = "exited"  # how a life ended is known (reason in the event)
+    STOPPED = "stopped"  # kept down (by `stop` or the guest's restart policy)
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """A decision worth telling: `kind` for guest `name`, with an optional `error`."""
+    """A decision worth telling: `kind` for guest `name`, with an optional `error`
+    and the `reason` of the guest's last end (an `exits.ExitReason` word)."""
 
     kind: EventKind
     name: str
     error: str | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

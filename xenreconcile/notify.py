@@ -1,7 +1,8 @@
 """Run the admin's `notify_command` for guest events (gave up, failing, recovered).
 
 The command is a list (program and arguments, no shell). It learns what
-happened from its environment: `XR_GUEST`, `XR_EVENT` and `XR_ERROR`. It runs
+happened from its environment: `XR_GUEST`, `XR_EVENT`, `XR_ERROR` and
+`XR_REASON` (how the guest's last life ended, `exits.ExitReason`). It runs
 in a thread of its own so a slow mail relay never delays a pass; its failure
 is logged, never fatal.
 """
@@ -17,22 +18,31 @@ from typing import Any
 NOTIFY_TIMEOUT = 60.0
 
 
-def notify_env(guest: str, event: str, error: str | None) -> dict[str, str]:
-    """The environment for one notification: ours plus XR_GUEST/XR_EVENT/XR_ERROR."""
+def notify_env(
+    guest: str, event: str, error: str | None, reason: str | None = None
+) -> dict[str, str]:
+    """The environment for one notification: ours plus XR_GUEST/XR_EVENT/XR_ERROR
+    and XR_REASON ('' when the reason is not known)."""
     env = dict(os.environ)
-    env.update(XR_GUEST=guest, XR_EVENT=event, XR_ERROR=error or "")
+    env.update(XR_GUEST=guest, XR_EVENT=event, XR_ERROR=error or "", XR_REASON=reason or "")
     return env
 
 
 def run_notify(
-    command: Sequence[str], guest: str, event: str, error: str | None, log: Any
+    command: Sequence[str],
+    guest: str,
+    event: str,
+    error: str | None,
+    log: Any,
+    *,
+    reason: str | None = None,
 ) -> int | None:
     """Run `command` for one event and wait for it; returns its exit code, or
     None when it could not start or timed out. Logs any failure on `log`."""
     try:
         proc = subprocess.run(
             list(command),
-            env=notify_env(guest, event, error),
+            env=notify_env(guest, event, error, reason),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -55,7 +65,13 @@ def run_notify(
 
 
 def notify_async(
-    command: Sequence[str], guest: str, event: str, error: str | None, log: Any
+    command: Sequence[str],
+    guest: str,
+    event: str,
+    error: str | None,
+    log: Any,
+    *,
+    reason: str | None = None,
 ) -> threading.Thread | None:
     """Start `run_notify` in a daemon thread; None when no command is configured."""
     if not command:
@@ -63,6 +79,7 @@ def notify_async(
     thread = threading.Thread(
         target=run_notify,
         args=(list(command), guest, event, error, log),
+        kwargs={"reason": reason},
         daemon=True,
         name=f"notify-{guest}",
     )

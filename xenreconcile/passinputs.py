@@ -14,7 +14,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from xenreconcile import partial, planner
+from xenreconcile import exits, partial, planner
 from xenreconcile.clock import from_epoch
 from xenreconcile.config import Config
 from xenreconcile.createlock import xl_lockfile
@@ -102,6 +102,7 @@ class PassInputs:
     ) -> Plan:
         """The planner's plan for a pass that saw `seen` (`starting`: the caller
         starts its creates at once)."""
+        wanted = exits.lives_to_read(memory, seen.listing)
         return planner.plan(
             seen.desired,
             seen.listing,
@@ -110,5 +111,6 @@ class PassInputs:
             now,
             self.settings,
             suspects=seen.suspects,
+            lives=exits.read_lives(exits.log_dir(), wanted),
             starting=starting,
         )

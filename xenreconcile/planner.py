@@ -80,11 +80,14 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from . import exitpolicy
 from .backoff import retry_delay
+from .exits import ExitReason, Life
 from .models import (
     DOM0_NAME,
     INCOMING_SUFFIX,
     MIGRATEDAWAY_SUFFIX,
+    NULL_NAME,
     CreateAction,
     CreateResult,
     DesiredGuest,
@@ -95,6 +98,7 @@ from .models import (
     GuestMemory,
     GuestPhase,
     GuestStatus,
+    LastExit,
     Memory,
     Plan,
     PlannerSettings,
@@ -112,7 +116,7 @@ BLOCKING_STATES = frozenset(
     }
 )
 # States of a desired guest that do not depend on the listing: a suspect keeps them.
-_LISTING_FREE_STATES = frozenset({GuestPhase.HELD, GuestPhase.CREATING})
+_LISTING_FREE_STATES = frozenset({GuestPhase.HELD, GuestPhase.CREATING, GuestPhase.STOPPED})
 # How long the memory of a name with no file, domain, migration or create is kept.
 FORGET_AFTER = 24 * 3600.0
 
@@ -129,13 +133,27 @@ class _Pass:
     in_flight: frozenset[str]
     listed: dict[str, Domain]
     suspects: Mapping[str, str] = field(default_factory=dict)
+    lives: Mapping[str, Life | None] = field(default_factory=dict)
+    nameless: tuple[Domain, ...] = ()
     starting: bool = False
     events: list[Event] = field(default_factory=list)
     wakes: list[float] = field(default_factory=list)
 
-    def event(self, kind: EventKind, name: str, error: str | None = None) -> None:
+    def event(
+        self, kind: EventKind, name: str, error: str | None = None, reason: str | None = None
+    ) -> None:
         """Record a decision worth a log line."""
-        self.events.append(Event(kind, name, error))
+        self.events.append(Event(kind, name, error, reason))
+
+    def exited(self, name: str, end: exitpolicy.End) -> None:
+        """Tell how a life of `name` ended: on this pass's VANISHED event of the
+        guest when there is one, else as an EXITED event."""
+        for index, event in enumerate(self.events):
+            if event.kind is EventKind.VANISHED and event.name == name:
+                self.events[index] = replace(event, reason=str(end.reason))
+                return
+        code = "" if end.code is None else f" (reason code {end.code})"
+        self.event(EventKind.EXITED, name, f"{end.reason}{code}", reason=str(end.reason))
 
     def wake(self, at: float) -> None:
         """Remember a future time at which this pass's decision would change."""
@@ -167,13 +185,16 @@ def plan(  # noqa: PLR0917 - the positional API the daemon and CLI share
     settings: PlannerSettings,
     *,
     suspects: Mapping[str, str] | None = None,
+    lives: Mapping[str, Life | None] | None = None,
     starting: bool = False,
 ) -> Plan:
     """Given the desired state, the toolstack listing (None: failed or not trusted),
     the memory, the names being created, the time and the settings, return the Plan
     of this pass. Without a trusted listing nothing is created and memory is kept.
     `suspects` (name -> reason) are guests an unreadable row of the listing could
-    be: nothing is decided about them (see `partial`). `starting`: the caller
+    be: nothing is decided about them (see `partial`). `lives` (name -> the life
+    of its remembered `life_domid` in xl's monitor log, None: not there) tell how
+    a guest's last life ended (see `exitpolicy`). `starting`: the caller
     starts the plan's creates at once, so their status is CREATING (else PENDING,
     as in a dry run)."""
     flying = frozenset(in_flight)
@@ -186,6 +207,8 @@ def plan(  # noqa: PLR0917 - the positional API the daemon and CLI share
         in_flight=flying,
         listed=listed,
         suspects=suspects or {},
+        lives=lives or {},
+        nameless=tuple(d for d in listing if d.name == NULL_NAME),
         starting=starting,
     )
     if desired.error is not None:
@@ -348,6 +371,8 @@ def _observe_listed(name: str, gm: GuestMemory, domain: Domain, ctx: _Pass) -> G
     if not gm.seen_running or gm.missing_since is not None:
         # Copy only when something changes: this runs for every listed guest every pass.
         gm = replace(gm, seen_running=True, missing_since=None)
+    if _is_running(domain) and gm.life_domid != domain.domid:
+        gm = _new_life(name, gm, domain.domid, ctx)
     if gm.created_at is None or not _is_running(domain):
         return gm
     stable_at = gm.created_at + ctx.settings.stable_after
@@ -359,16 +384,63 @@ def _observe_listed(name: str, gm: GuestMemory, domain: Domain, ctx: _Pass) -> G
     return replace(gm, attempts=0, next_retry=None, created_at=None, last_failure_at=None)
 
 
+def _new_life(name: str, gm: GuestMemory, domid: int, ctx: _Pass) -> GuestMemory:
+    """A guest listed running with another domid than the life remembered: that
+    life ended unseen (xl restarted it after a reboot or crash, or somebody
+    recreated it); settle its end, then remember the new one."""
+    if gm.life_domid is not None:
+        end = exitpolicy.classify(gm, ctx.lives.get(name))
+        gm = _settled(name, gm, end, ctx, keep_running=True)
+    return replace(gm, life_domid=domid)
+
+
+def _settled(
+    name: str, gm: GuestMemory, end: exitpolicy.End, ctx: _Pass, *, keep_running: bool = False
+) -> GuestMemory:
+    """The memory with the end of its life recorded (EXITED event), a crash counted
+    as a failure whatever the uptime, and the restart policy applied unless the
+    guest runs again already (`keep_running`)."""
+    stopped_before = gm.stopped
+    settled = exitpolicy.settle(gm, end, ctx.now, ctx.settings, name)
+    if keep_running:
+        settled = replace(settled, stopped=stopped_before)
+    ctx.exited(name, end)
+    if settled.stopped is not None and settled.stopped != stopped_before:
+        ctx.event(EventKind.STOPPED, name, settled.stopped, reason=str(end.reason))
+    if not exitpolicy.is_failure(end):
+        return settled
+    settled = replace(settled, attempts=exitpolicy.attempts_before_crash(settled))
+    settled, events = _count_failure(
+        name, settled, f"guest {end.reason}", had_run=True, now=ctx.now, settings=ctx.settings
+    )
+    ctx.events.extend(replace(e, reason=str(end.reason)) for e in events)
+    return settled
+
+
 def _observe_missing(name: str, gm: GuestMemory, ctx: _Pass) -> GuestMemory:
     """A guest not listed under its name: start the grace period if it had been
-    seen running, and count a failure if it died within `stable_after` of its create."""
+    seen running, settle how its life ended, and count a failure if it crashed or
+    died within `stable_after` of its create without a clean end."""
     if ctx.migrating(name) or gm.migrated:
-        return replace(gm, created_at=None, created_hash=None)
+        return replace(gm, created_at=None, created_hash=None, life_domid=None, intent=None)
     if gm.created_hash is not None:
         gm = replace(gm, created_hash=None)
     if gm.seen_running and gm.missing_since is None:
         gm = replace(gm, missing_since=ctx.now)
         ctx.event(EventKind.VANISHED, name)
+    if gm.life_domid is not None:
+        life = ctx.lives.get(name)
+        # Not seen missing in this daemon's life: it went while we were down, and
+        # the monitor had its time to write the final line.
+        grace_end = (gm.missing_since or ctx.now) + ctx.settings.missing_grace
+        grace_over = gm.missing_since is None or ctx.now >= grace_end
+        if exitpolicy.waits_for_log(gm, life, grace_over=grace_over):
+            ctx.wake(grace_end)
+            return gm
+        end = exitpolicy.classify(gm, life)
+        gm = _settled(name, gm, end, ctx)
+        if end.reason is not ExitReason.UNKNOWN:
+            return replace(gm, created_at=None)
     if gm.created_at is None:
         return gm
     age = ctx.now - gm.created_at
@@ -417,6 +489,13 @@ def _judge(guest: DesiredGuest, gm: GuestMemory, ctx: _Pass) -> _Verdict:
         return _Verdict(guest, gm, state, _join(detail, _running_detail(domain)))
     if domain is not None:
         return _listed_verdict(guest, gm, domain)
+    zombie = _zombie(gm, ctx)
+    if zombie is not None:
+        detail = (
+            f"blocked by zombie domid {zombie.domid} ({zombie.name}, {zombie.flags}): it still "
+            "holds the guest's devices; no create until the hypervisor frees it"
+        )
+        return _Verdict(guest, gm, GuestPhase.DYING, detail)
     if ctx.migrating(name):
         return _Verdict(guest, gm, GuestPhase.MIGRATING, "live migration in progress")
     if gm.migrated:
@@ -450,6 +529,8 @@ def _standing(
         return GuestPhase.HELD, reason or "held"
     if gm.uncertain is not None:
         return GuestPhase.UNCERTAIN, _doubt(name, gm)
+    if gm.stopped is not None:
+        return GuestPhase.STOPPED, gm.stopped
     return None
 
 
@@ -458,7 +539,8 @@ def _listed_verdict(guest: DesiredGuest, gm: GuestMemory, domain: Domain) -> _Ve
     if gm.leftover_domid == domain.domid:
         return _Verdict(guest, gm, GuestPhase.LEFTOVER, _leftover_text(gm, domain.domid))
     if domain.dying:
-        return _Verdict(guest, gm, GuestPhase.DYING, f"dying ({domain.flags}); waiting")
+        detail = f"dying ({domain.flags}); waiting: blocked by zombie domid {domain.domid}"
+        return _Verdict(guest, gm, GuestPhase.DYING, detail)
     if domain.stale:
         detail = f"crashed or shut down and preserved ({domain.flags}); not touched"
         return _Verdict(guest, gm, GuestPhase.STALE, detail)
@@ -466,6 +548,18 @@ def _listed_verdict(guest: DesiredGuest, gm: GuestMemory, domain: Domain) -> _Ve
         detail = "file changed since the guest was created; restart it to apply"
         return _Verdict(guest, gm, GuestPhase.DRIFT, detail)
     return _Verdict(guest, gm, GuestPhase.RUNNING, f"domid {domain.domid}")
+
+
+def _zombie(gm: GuestMemory, ctx: _Pass) -> Domain | None:
+    """The domain of the guest's last life still listed under another name (xl
+    shows `(null)` once its name is gone) or dying, or None: a zombie."""
+    domids = {gm.life_domid, gm.ended_domid} - {None}
+    if not domids:
+        return None
+    for domain in (*ctx.listed.values(), *ctx.nameless):
+        if domain.domid in domids and (domain.dying or domain.name == NULL_NAME):
+            return domain
+    return None
 
 
 def _is_running(domain: Domain) -> bool:
@@ -578,7 +672,15 @@ def _status(v: _Verdict, state: GuestPhase, detail: str | None) -> GuestStatus:
         next_retry=gm.next_retry,
         last_error=gm.last_error,
         detail=detail,
+        last_exit=last_exit(gm),
     )
+
+
+def last_exit(gm: GuestMemory) -> LastExit | None:
+    """How the guest's last life ended, as remembered, or None."""
+    if gm.exit_reason is None or gm.exit_at is None:
+        return None
+    return LastExit(gm.exit_reason, gm.exit_code, gm.exit_at)
 
 
 # --- everything that is not a valid desired guest ----------------------------------------
@@ -742,14 +844,26 @@ def _kept_entry(gm: GuestMemory, present: bool, now: float) -> GuestMemory | Non
             return replace(gm, absent_at=now)
         if now < gm.absent_at + FORGET_AFTER:
             return gm
-    return marks if marks.held or marks.migrated or marks.uncertain is not None else None
+    return marks if _has_marks(marks) else None
+
+
+def _has_marks(gm: GuestMemory) -> bool:
+    """True when the memory holds a mark kept forever: hold, migrated, doubt, stopped."""
+    return gm.held or gm.migrated or gm.uncertain is not None or gm.stopped is not None
 
 
 def _marks_only(gm: GuestMemory) -> GuestMemory:
     """The part of a guest's memory that is kept forever (and outlives a Dom0
     reboot): its hold, its migrated mark and the doubt about them."""
     return GuestMemory(
-        held=gm.held, hold_reason=gm.hold_reason, migrated=gm.migrated, uncertain=gm.uncertain
+        held=gm.held,
+        hold_reason=gm.hold_reason,
+        migrated=gm.migrated,
+        uncertain=gm.uncertain,
+        stopped=gm.stopped,
+        exit_reason=gm.exit_reason,
+        exit_code=gm.exit_code,
+        exit_at=gm.exit_at,
     )
 
 
@@ -858,6 +972,32 @@ def accept_state(memory: Memory) -> Memory:
     return replace(memory, guests=guests, uncertain=None)
 
 
+def stop(memory: Memory, name: str) -> Memory:
+    """Return the memory with `name` stopped by the admin: kept down whatever its
+    restart policy, and the end of its running life taken as ours (`stop`)."""
+    gm = memory.guest(name)
+    intent = exitpolicy.STOP if gm.life_domid is not None else None
+    gm = replace(gm, stopped=exitpolicy.STOPPED_BY_ADMIN, intent=intent)
+    return _with_guest(memory, name, gm)
+
+
+def start(memory: Memory, name: str) -> Memory:
+    """Return the memory with `name` allowed to run again and created at the next
+    pass: not stopped, no intent of ours, no backoff (as `retry`)."""
+    gm = replace(memory.guest(name), stopped=None, intent=None)
+    return retry(_with_guest(memory, name, gm), name)
+
+
+def intend(memory: Memory, name: str, intent: str) -> Memory:
+    """Return the memory with our own `intent` ("restart", or "host-shutdown" for
+    the drain) for the end of the running life of `name`: it decides how that end
+    is classified and whether the guest runs again (`exitpolicy`)."""
+    gm = memory.guest(name)
+    stopped = None if intent == exitpolicy.RESTART else gm.stopped
+    known = intent if gm.life_domid is not None else gm.intent
+    return _with_guest(memory, name, replace(gm, intent=known, stopped=stopped))
+
+
 def retry(memory: Memory, name: str) -> Memory:
     """Return the memory with the failure count and backoff of `name` cleared, so
     that the next pass creates it at once (also when it had given up)."""
@@ -873,8 +1013,12 @@ def new_boot(memory: Memory, boot_time: float | None) -> Memory:
     guests: dict[str, GuestMemory] = {}
     for name, gm in sorted(memory.guests.items()):
         migrated = gm.migrated or gm.migrating_away
-        if gm.held or migrated or gm.uncertain is not None:
-            guests[name] = _marks_only(replace(gm, migrated=migrated))
+        kept = _marks_only(replace(gm, migrated=migrated))
+        if gm.life_domid is not None:
+            # Its end is read from xl's log at the first pass (exitpolicy.classify).
+            kept = replace(kept, life_domid=gm.life_domid, life_before_boot=True, intent=gm.intent)
+        if _has_marks(kept) or kept.life_domid is not None:
+            guests[name] = kept
     return replace(memory, guests=guests, last_create_at=None, boot_time=boot_time)
 
 

@@ -23,6 +23,7 @@ SETTLED_STATES = frozenset(
         GuestPhase.HELD,
         GuestPhase.MIGRATED,
         GuestPhase.UNMANAGED,
+        GuestPhase.STOPPED,
     }
 )
 # States whose detail says what to do and already names the last error: the
@@ -48,7 +49,16 @@ def guest_entry(status: GuestStatus, now: float, wall_now: float) -> dict[str, A
         "next_retry_in": next_in,
         "last_error": status.last_error,
         "detail": status.detail,
+        "last_exit": _last_exit(status, now, wall_now),
     }
+
+
+def _last_exit(status: GuestStatus, now: float, wall_now: float) -> dict[str, Any] | None:
+    """The `last_exit` object of a guest entry (docs/json.md), or None."""
+    end = status.last_exit
+    if end is None:
+        return None
+    return {"reason": end.reason, "code": end.code, "at": to_wall(end.at, now, wall_now)}
 
 
 def status_document(
@@ -129,10 +139,11 @@ def status_table(doc: dict[str, Any]) -> str:
                 ", ".join(g["files"]) or "-",
                 str(g["attempts"]),
                 humanize_in(g["next_retry_in"]),
+                _exit_cell(g.get("last_exit"), doc["generated_at"]),
                 error.splitlines()[0] if error else "",
             ]
         )
-    headers = ["GUEST", "STATE", "FILE", "ATTEMPTS", "NEXT RETRY", "LAST ERROR"]
+    headers = ["GUEST", "STATE", "FILE", "ATTEMPTS", "NEXT RETRY", "LAST EXIT", "LAST ERROR"]
     out = [_table(headers, rows) if rows else "no guests"]
     daemon = doc["daemon"]
     if not daemon["running"]:
@@ -140,6 +151,14 @@ def status_table(doc: dict[str, Any]) -> str:
     if not doc["toolstack"]["ok"]:
         out.append(f"toolstack: {doc['toolstack']['error'] or 'not trusted'}: no action taken")
     return "\n".join(out)
+
+
+def _exit_cell(end: dict[str, Any] | None, generated_at: float) -> str:
+    """ "crash 5m ago" for a guest's `last_exit`, "-" when none is known."""
+    if not end:
+        return "-"
+    ago = max(0.0, generated_at - float(end["at"]))
+    return f"{end['reason']} {humanize_in(ago).removeprefix('in ')} ago".replace("now ago", "now")
 
 
 def plan_text(doc: dict[str, Any]) -> str:

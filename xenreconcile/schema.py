@@ -187,6 +187,8 @@ def named_sections(keys: type[_T], description: str, *, example: str) -> dict[st
     return dataclasses.field(default_factory=dict, metadata={_SPEC: spec})
 
 
+RESTART_CHOICES = ("always", "on-failure", "never")
+
 # --- the keys -----------------------------------------------------------------------------
 
 
@@ -227,6 +229,14 @@ class GuestOverride:
         "Start order: a guest waits until every guest of a lower order is running, held or failed.",
     )
     hold: bool = boolean(False, "Never create this guest (a running one is left alone).")
+    restart: str | None = _key(
+        None,
+        Spec(
+            Kind.CHOICE,
+            "This guest's restart policy (see the global `restart`); unset: the global one.",
+            choices=RESTART_CHOICES,
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -344,6 +354,15 @@ class Config:
         "node_exporter reads only names ending in .prom. Unset: no file.",
         example="/var/tmp/node_exporter/xenreconcile.prom",
     )
+    restart: str = choice(
+        "always",
+        RESTART_CHOICES,
+        "Whether a guest that went away while Dom0 runs is created again: `always` "
+        "(whatever the reason), `on-failure` (after a crash, a watchdog reset or an "
+        "unknown end; a clean poweroff or an `xl destroy` leaves it *stopped*), or "
+        "`never` (it stays *stopped* until `xenreconcile start NAME`). At Dom0 boot "
+        "every guest that is not stopped or held is created, whatever its policy.",
+    )
     guests: dict[str, GuestOverride] = named_sections(
         GuestOverride,
         "Per-guest settings, keyed by the guest's name (the cfg's `name`, not the file name).",
@@ -376,10 +395,15 @@ class PlannerSettings:
     stable_after: float = _config_default("stable_after")
     backoff: Backoff = _config_default("backoff")
     guests: dict[str, GuestOverride] = _config_default("guests")
+    restart: str = _config_default("restart")
 
     def override(self, name: str) -> GuestOverride:
         """The per-guest settings of `name`, or the (shared, immutable) defaults."""
         return self.guests.get(name, _DEFAULT_OVERRIDE)
+
+    def restart_of(self, name: str) -> str:
+        """The restart policy of `name`: its own, else the global one."""
+        return self.override(name).restart or self.restart
 
 
 _DEFAULT_OVERRIDE = GuestOverride()

@@ -63,7 +63,7 @@ _GUEST_TYPES = typing.get_type_hints(GuestMemory)
 _DEFAULT_GUEST = GuestMemory()
 # Fields whose loss could let a guest start that must not: a bad value of one of
 # them makes the name uncertain instead of just losing the field.
-FAIL_CLOSED_FIELDS = frozenset({"held", "migrated", "migrating_away", "uncertain"})
+FAIL_CLOSED_FIELDS = frozenset({"held", "migrated", "migrating_away", "uncertain", "stopped"})
 
 
 class CorruptStateError(XenreconcileError, ValueError):

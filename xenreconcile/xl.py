@@ -30,6 +30,7 @@ from xenreconcile import createlock
 from xenreconcile.errors import XenreconcileError
 from xenreconcile.models import (
     DOM0_NAME,
+    NULL_NAME,
     CreateAction,
     CreateResult,
     Domain,
@@ -156,11 +157,13 @@ def _parse_row(line: str, number: int) -> Domain | UnreadRow:
 
 
 def _check_unique(rows: Sequence[tuple[int, Domain]]) -> None:
-    """Raise XlListError if two rows (line number, domain) share a name or a domain id."""
+    """Raise XlListError if two rows (line number, domain) share a name or a domain id.
+    `(null)`, what xl shows for domains whose name is already gone (being torn down),
+    may occur many times: real xl 4.17 lists two at once after a few destroys."""
     seen_names: set[str] = set()
     seen_ids: set[int] = set()
     for number, domain in rows:
-        if domain.name in seen_names:
+        if domain.name in seen_names and domain.name != NULL_NAME:
             raise XlListError(f"duplicate domain name {domain.name!r}", number)
         if domain.domid in seen_ids:
             raise XlListError(f"duplicate domain id {domain.domid}", number)
@@ -247,6 +250,17 @@ class XlRunner:
                 )
             result = self._create(STDIN_PATH, source)
         return replace(result, stderr_tail=result.stderr_tail.replace(STDIN_PATH, shown_path))
+
+    def shutdown(self, name: str, timeout: float) -> tuple[bool, str]:
+        """Run `xl shutdown NAME` (ask the guest to power off; it does not wait);
+        returns whether xl accepted it and the last lines of its output."""
+        try:
+            outcome = self._run(["shutdown", name], timeout, combine=True)
+        except OSError as exc:
+            return False, f"cannot run {self.command[0]}: {exc}"
+        if outcome.timed_out:
+            return False, f"xl shutdown timed out after {timeout:g}s"
+        return outcome.exit_code == 0, _tail(outcome.stdout, STDERR_TAIL_LINES).strip()
 
     def _create(self, path: str, stdin: IO[bytes] | int) -> CreateResult:
         """Run `xl create PATH` with `stdin` and report how it ended."""

@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 
 import xenreconcile
 from xenreconcile.createlock import LOCKFILE_ENV
-from xenreconcile.simxl import store, xllock
+from xenreconcile.exits import LOG_DIR_ENV
+from xenreconcile.simxl import ends, store, xllock
 from xenreconcile.state import BOOT_FILE_ENV
 
 T = TypeVar("T")
@@ -53,7 +54,8 @@ class SimXl:
     def env(self) -> dict[str, str]:
         """Environment additions for running the simulated xl by hand, and
         xenreconcile against it (XENRECONCILE_BOOT_FILE: the simulated Dom0's boot,
-        XENRECONCILE_XL_LOCKFILE: its xl's create lock)."""
+        XENRECONCILE_XL_LOCKFILE: its xl's create lock; XENRECONCILE_XL_LOG_DIR: where
+        its monitors log, the state dir)."""
         source_root = str(Path(xenreconcile.__file__).resolve().parent.parent)
         path = os.environ.get("PYTHONPATH")
         return {
@@ -61,6 +63,7 @@ class SimXl:
             "PYTHONPATH": source_root if not path else f"{source_root}{os.pathsep}{path}",
             BOOT_FILE_ENV: str(self.state_dir / store.BOOT_FILE),
             LOCKFILE_ENV: str(self.lockfile()),
+            LOG_DIR_ENV: str(self.state_dir),
         }
 
     def write_wrapper(self, path: Path, module: str = "xenreconcile.simxl") -> Path:
@@ -136,6 +139,19 @@ class SimXl:
         """Make `name` crashed and preserved (state ---sc-)."""
         with self._transaction() as st:
             self._require(st, name)["state"] = store.CRASHED_STATE
+
+    def sysrq(self, name: str, key: str) -> None:
+        """`xl sysrq NAME KEY`: `o` powers it off from inside, `b` reboots it, `c`
+        crashes it; handled with the actions of its cfg, logged by its monitor."""
+        with self._transaction() as st:
+            ends.schedule(self._require(st, name), ends.SYSRQ_CODES[key], time.time())
+
+    def monitor_log(self, name: str) -> str:
+        """The text of `xl-NAME.log`, '' when there is none."""
+        try:
+            return (self.state_dir / f"xl-{name}.log").read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return ""
 
     def set_state(self, name: str, state: str) -> None:
         """Set the 6-letter state of `name`, e.g. "-----d" for dying."""

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from xenreconcile.simxl import monitor, store, xllock
+from xenreconcile.simxl import ends, monitor, store, xllock
 
 HEADER = "Name                                        ID   Mem VCPUs\tState\tTime(s)"
 DEFAULT_LIST_ERROR = (
@@ -86,6 +86,8 @@ class _Invocation:
             "create": self.cmd_create,
             "destroy": self.cmd_destroy,
             "domid": self.cmd_domid,
+            "shutdown": self.cmd_shutdown,
+            "sysrq": self.cmd_sysrq,
         }
         handler = handlers.get(sub)
         if handler is None:
@@ -247,6 +249,7 @@ class _Invocation:
             "dying_for": float(self._fault_for(name, "dying_for") or 0.0),
             "gone_at": None,
             "monitor_pid": None,
+            "actions": ends.actions_of(text),
         }
 
     # --- destroy, domid ------------------------------------------------------------------
@@ -268,8 +271,56 @@ class _Invocation:
             dying_for = float(self._fault_for(dom["name"], "dying_for") or 0.0)
             if dying_for > 0:
                 store.start_dying(dom, time.time(), dying_for)
+                ends.remember_destroy(state, dom)
             else:
-                state["domains"].remove(dom)
+                ends.schedule(dom, None, time.time())
+        return 0
+
+    # --- shutdown, sysrq -----------------------------------------------------------------
+
+    def cmd_shutdown(self, args: list[str]) -> int:
+        """`xl shutdown [-w] [-F] NAME|ID`: the guest powers off (reason 0) after
+        its `shutdown_delay` (per guest, default 0.3 s), unless `ignore_shutdown`
+        (per guest: a guest without PV drivers or /sbin/poweroff) is set; with -w,
+        wait for it as xl does."""
+        targets = [a for a in args if not a.startswith("-")]
+        if not targets:
+            _err("'xl shutdown' requires at least 1 argument.")
+            return 2
+        with store.transaction(self.state_dir) as state:
+            dom, error = _resolve(state, targets[-1])
+            if error is not None:
+                _err(error, end="")
+                return 1
+            if dom is None:
+                _err("Cannot shut down privileged domain 0.")
+                return 1
+            name, domid = dom["name"], dom["domid"]
+            _err(f"Shutting down domain {domid}")
+            if not self._fault_for(name, "ignore_shutdown"):
+                delay = float(self._fault_for(name, "shutdown_delay") or 0.3)
+                ends.schedule(dom, 0, time.time() + delay)
+        if "-w" in args:
+            _err("Waiting for 1 domains")
+            while any(d["domid"] == domid for d in store.read_state(self.state_dir)["domains"]):
+                time.sleep(0.05)
+            _err(f"Domain {domid} has been shut down, reason code 0")
+        return 0
+
+    def cmd_sysrq(self, args: list[str]) -> int:
+        """`xl sysrq NAME|ID KEY`: `o` powers the guest off from inside, `b` reboots
+        it, `c` crashes it (the guest kernel's sysrq enabled); other keys do nothing."""
+        if len(args) != 2:
+            _err("'xl sysrq' requires at least 2 arguments.")
+            return 2
+        with store.transaction(self.state_dir) as state:
+            dom, error = _resolve(state, args[0])
+            if error is not None:
+                _err(error, end="")
+                return 1
+            code = ends.SYSRQ_CODES.get(args[1])
+            if dom is not None and code is not None:
+                ends.schedule(dom, code, time.time())
         return 0
 
     def cmd_domid(self, args: list[str]) -> int:

@@ -12,7 +12,9 @@ processes (and the test's own `SimXl` object) share it:
                    one at each step of a create around the create lock
     boot           the simulated Dom0 boot: `boot_id ID` and `btime EPOCH` lines, the
                    format of xenreconcile's XENRECONCILE_BOOT_FILE
-    xl-NAME.log    monitor output when the `monitor_fds` fault knob is "log"
+    xl-NAME.log    the monitor's log of each life (rotated to .1 ... .10 by a create), as
+                   /var/log/xen/xl-NAME.log; with the `monitor_fds` knob "log" also
+                   its stdout/stderr
 
 Timed changes (a guest that vanishes N s after its create, a migration domain
 that goes away) are stored as deadlines and applied by `settle` whenever the
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from xenreconcile.errors import XenreconcileError
+from xenreconcile.simxl import ends
 
 STATE_ENV = "SIMXL_STATE"
 DOM0_ROW = {"name": "Domain-0", "domid": 0, "mem": 1024, "vcpus": 2, "state": "r-----"}
@@ -137,7 +140,10 @@ def transaction(state_dir: Path) -> Iterator[State]:
 def settle(state: State, now: float) -> None:
     """Apply every timed change whose deadline has passed (in place)."""
     kept = []
-    for dom in state["domains"]:
+    for listed in state["domains"]:
+        dom = ends.settle_end(state, listed, now)
+        if dom is None:
+            continue
         _settle_death(dom, now)
         gone_at = dom.get("gone_at")
         if gone_at is not None and gone_at <= now:
