@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any
 
-from xenreconcile import control, logs, report
+from xenreconcile import control, hostshutdown, logs, report, saves
 from xenreconcile.clock import Instant
 from xenreconcile.config import Config, ConfigError, load_config
 from xenreconcile.daemon import STATUS_FILE, Daemon
@@ -23,6 +23,7 @@ from xenreconcile.models import Memory, Plan
 from xenreconcile.passinputs import PassInputs
 from xenreconcile.state import (
     StateStore,
+    read_boot,
     read_private,
     trusted_uids,
     unsafe_path_problem,
@@ -125,10 +126,22 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
             plan, now=now.monotonic, wall_now=now.wall, daemon_pid=None, toolstack_error=error
         )
     doc = refresh_next_retry(doc, now.wall)
-    print(json.dumps(doc, indent=2) if args.json else report.status_table(doc))
+    doc["save_images"] = saved_images(config)
+    print(json.dumps(doc, indent=2) if args.json else with_images(report.status_table(doc), doc))
     settled = {s.value for s in report.SETTLED_STATES}
     ok = doc["toolstack"]["ok"] and all(g["state"] in settled for g in doc["guests"])
     return EXIT_OK if ok else EXIT_PROBLEM
+
+
+def saved_images(config: Config) -> list[dict[str, object]]:
+    """The save images and what becomes of each (docs/json.md, `save_images`)."""
+    return saves.images_document(saves.SaveStore(config).images(read_boot()))
+
+
+def with_images(text: str, doc: dict[str, Any]) -> str:
+    """A status or plan text followed by its save images, if any."""
+    extra = saves.images_text(doc["save_images"])
+    return f"{text}\n{extra}" if extra else text
 
 
 def in_flight_names(doc: dict[str, Any]) -> set[str]:
@@ -145,7 +158,8 @@ def cmd_plan(config: Config, args: argparse.Namespace) -> int:
     now = Instant.now()
     plan, error = compute_plan(config, in_flight, now)
     out = report.plan_document(plan, now=now.monotonic, wall_now=now.wall, toolstack_error=error)
-    print(json.dumps(out, indent=2) if args.json else report.plan_text(out))
+    out["save_images"] = saved_images(config)
+    print(json.dumps(out, indent=2) if args.json else with_images(report.plan_text(out), out))
     return EXIT_OK if plan.trusted else EXIT_PROBLEM
 
 
@@ -189,6 +203,12 @@ def cmd_request(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_shutdown_guests(config: Config, args: argparse.Namespace) -> int:
+    """`shutdown-guests [--dry-run]`: drain the host (see `hostshutdown`)."""
+    logs.configure(config.log_file, config.log_format, config.log_level)
+    return hostshutdown.shutdown_guests(config, dry_run=args.dry_run, out=sys.stdout)
+
+
 def warn(message: str) -> None:
     """Print a warning for the admin on stderr."""
     print(f"xenreconcile: warning: {message}", file=sys.stderr)
@@ -203,4 +223,5 @@ COMMANDS = {
     "release": cmd_request,
     "retry": cmd_request,
     control.ACCEPT_STATE: cmd_request,
+    "shutdown-guests": cmd_shutdown_guests,
 }

@@ -294,7 +294,7 @@ def _read_value(node: yaml.Node, spec: Spec, key: str) -> Any:
 
 def _read_path(node: yaml.Node, spec: Spec, key: str) -> str:
     value = _scalar_str(node, spec, key)
-    if spec.kind is Kind.LOG_PATH and value == "-":
+    if (spec.kind is Kind.LOG_PATH and value == "-") or (spec.allow_empty and value == ""):
         return value
     if not os.path.isabs(value):
         raise ConfigError(f"must be an absolute path, got {value!r}", key=key)
@@ -332,7 +332,7 @@ def _read_argv(node: yaml.Node, spec: Spec, key: str) -> tuple[str, ...]:
 
 def _read_choice(node: yaml.Node, spec: Spec, key: str) -> str:
     value = _scalar_str(node, spec, key)
-    if value not in spec.choices:
+    if value not in spec.choices and not (spec.allow_empty and value == ""):
         raise ConfigError(f"must be one of {', '.join(spec.choices)}; got {value!r}", key=key)
     return value
 
@@ -580,6 +580,8 @@ def _format_default(option: Option) -> str:
         return ""
     if kind is Kind.GUESTS:
         return "{}"
+    if value == "":
+        return '""'
     return str(value)
 
 

@@ -129,6 +129,7 @@ class _Pass:
     in_flight: frozenset[str]
     listed: dict[str, Domain]
     suspects: Mapping[str, str] = field(default_factory=dict)
+    withheld: Mapping[str, str] = field(default_factory=dict)
     starting: bool = False
     events: list[Event] = field(default_factory=list)
     wakes: list[float] = field(default_factory=list)
@@ -167,13 +168,17 @@ def plan(  # noqa: PLR0917 - the positional API the daemon and CLI share
     settings: PlannerSettings,
     *,
     suspects: Mapping[str, str] | None = None,
+    withheld: Mapping[str, str] | None = None,
     starting: bool = False,
 ) -> Plan:
     """Given the desired state, the toolstack listing (None: failed or not trusted),
     the memory, the names being created, the time and the settings, return the Plan
     of this pass. Without a trusted listing nothing is created and memory is kept.
     `suspects` (name -> reason) are guests an unreadable row of the listing could
-    be: nothing is decided about them (see `partial`). `starting`: the caller
+    be: nothing is decided about them (see `partial`). `withheld` (name -> reason)
+    are guests the caller forbids to create now (the daemon stood down for the
+    host's shutdown, a save image to restore first): WAITING with the reason, and
+    they block higher orders as any waiting guest does. `starting`: the caller
     starts the plan's creates at once, so their status is CREATING (else PENDING,
     as in a dry run)."""
     flying = frozenset(in_flight)
@@ -186,6 +191,7 @@ def plan(  # noqa: PLR0917 - the positional API the daemon and CLI share
         in_flight=flying,
         listed=listed,
         suspects=suspects or {},
+        withheld=withheld or {},
         starting=starting,
     )
     if desired.error is not None:
@@ -421,6 +427,8 @@ def _judge(guest: DesiredGuest, gm: GuestMemory, ctx: _Pass) -> _Verdict:
         return _Verdict(guest, gm, GuestPhase.MIGRATING, "live migration in progress")
     if gm.migrated:
         return _Verdict(guest, gm, GuestPhase.MIGRATED, "left by live migration; release to start")
+    if name in ctx.withheld:
+        return _Verdict(guest, gm, GuestPhase.WAITING, ctx.withheld[name])
     if _is_failed(gm, ctx.settings):
         detail = f"gave up after {gm.attempts} failures; retry or change the file"
         return _Verdict(guest, gm, GuestPhase.FAILED, detail)

@@ -16,8 +16,11 @@ xl 4.17's output, error texts and exit codes:
     destroy NAME|ID               rc 1 "NAME is an invalid domain identifier (rc=-6)", or
                                   libxl's block and "destroy failed (rc=-21)" for an unknown id
     domid NAME                    the id, or rc 1 "Can't get domid of domain name 'NAME', ..."
+    shutdown [-w] [-F] NAME, save NAME FILE, restore FILE
+                                  see `lifecycle` (a guest that ignores shutdown, an HVM
+                                  guest without PV drivers, failing saves and restores)
 
-Only the guest's `name`, `memory`, `vcpus` and `kernel` are read from the cfg.
+Only the guest's `name`, `memory`, `vcpus`, `kernel` and `type` are read from the cfg.
 
 A create runs in xl 4.17's three phases. Start-up and config parsing (knob
 `parse_delay`) run unlocked and make no domain. The build runs holding xl's
