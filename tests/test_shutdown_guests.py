@@ -13,7 +13,10 @@ import pytest
 from tests.daemon_harness import DaemonRun, wait_for
 from xenreconcile.simxl.lifecycle import IMAGE_MAGIC
 
-POLICIES = {"saved": {"on_host_shutdown": "save", "order": 10}, "kept": {"on_host_shutdown": "leave"}}
+POLICIES = {
+    "saved": {"on_host_shutdown": "save", "order": 10},
+    "kept": {"on_host_shutdown": "leave"},
+}
 
 
 @pytest.fixture
