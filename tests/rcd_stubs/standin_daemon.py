@@ -1,7 +1,7 @@
 """A stand-in for `xenreconcile`, for testing rc.d/xenreconcile before the real
 daemon can run in the test: only the behaviour the rc.d script relies on.
 
-    xenreconcile -c CONFIG [FLAGS ...] run | check
+    xenreconcile -c CONFIG [FLAGS ...] run | check | shutdown-guests
 
 Files next to CONFIG record what happened: `events` (one line per event:
 "started ARGS...", "hup", "term", "exit"), `monitors` (their pids, one a line).
@@ -15,6 +15,10 @@ creates in flight: it exits 0 only once a file `release` exists next to CONFIG
 (or after 60 s), so a test decides how long "finishing" takes.
 
 check: exit 2 with a message on stderr when CONFIG contains "broken", else 0.
+
+shutdown-guests: records "drain" (and whether a daemon was running then: "drain
+daemon-up" when the pidfile next to CONFIG's run directory names a live
+process), exit 0.
 """
 
 from __future__ import annotations
@@ -111,7 +115,20 @@ def main(argv: list[str]) -> int:
         return run(config.parent, argv)
     if argv[-1] == "check":
         return check(config)
+    if argv[-1] == "shutdown-guests":
+        record(config.parent, "drain" + (" daemon-up" if daemon_up(config.parent) else ""))
+        return 0
     return 2
+
+
+def daemon_up(directory: Path) -> bool:
+    """True when the daemon's pidfile (run/xenreconcile.pid) names a live process."""
+    try:
+        pid = int((directory / "run" / "xenreconcile.pid").read_text(encoding="ascii").split()[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return False
+    return True
 
 
 if __name__ == "__main__":
