@@ -11,15 +11,16 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Sequence
 from typing import Any
 
-from xenreconcile import control, hostshutdown, logs, report, saves
+from xenreconcile import budget, control, hostshutdown, logs, report, saves
 from xenreconcile.clock import Instant
 from xenreconcile.config import Config, ConfigError, load_config
 from xenreconcile.daemon import STATUS_FILE, Daemon
 from xenreconcile.demo import run_demo
 from xenreconcile.errors import EXIT_FAILURE, EXIT_SETUP, XenreconcileError
-from xenreconcile.models import Memory, Plan
+from xenreconcile.models import DesiredGuest, Memory, Plan
 from xenreconcile.passinputs import PassInputs
 from xenreconcile.state import (
     StateStore,
@@ -183,11 +184,25 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
         problems += 1
     for guest in desired.guests:
         print(f"ok  {guest.name}  {guest.path}")
+    for message in drain_warnings(config, desired.guests):
+        warn(message)
     if problems:
         print(f"{problems} problem(s) found", file=sys.stderr)
         return EXIT_PROBLEM
     print(f"config and {len(desired.guests)} guest file(s) OK")
     return EXIT_OK
+
+
+def drain_warnings(config: Config, guests: Sequence[DesiredGuest]) -> list[str]:
+    """`check`'s warnings about the host's drain (see `budget`)."""
+    memory = {g.name: hostshutdown.cfg_memory_mib(g.path) for g in guests}
+    found = budget.warnings(config, memory, budget.host_budget())
+    if budget.guest_unit_missing():
+        found.append(
+            f"{budget.GUESTS_UNIT} is not installed: nothing shuts the guests down "
+            "when this host goes down (see the README's Linux quickstart)"
+        )
+    return found
 
 
 def cmd_request(config: Config, args: argparse.Namespace) -> int:

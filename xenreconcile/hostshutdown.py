@@ -26,6 +26,7 @@ from xenreconcile.xlcfg import parse_cfg
 
 STAND_DOWN_WAIT = 10.0  # at most this (and a quarter of the budget) for the daemon's answer
 EXIT_OK, EXIT_PROBLEM = 0, 1
+XL_DEFAULT_MEMORY = 128
 
 
 def shutdown_guests(
@@ -135,14 +136,25 @@ def drain_targets(
     ]
 
 
-def is_hvm(path: str) -> bool:
-    """True when the cfg at `path` asks for an HVM guest (`type` or `builder`)."""
+def _cfg_settings(path: str) -> dict[str, Any]:
+    """The settings of the cfg at `path`; {} when it cannot be read."""
     try:
         with open(path, encoding="utf-8") as f:
-            settings = parse_cfg(f.read(), path).settings
+            return dict(parse_cfg(f.read(), path).settings)
     except (OSError, ValueError):
-        return False
+        return {}
+
+
+def is_hvm(path: str) -> bool:
+    """True when the cfg at `path` asks for an HVM guest (`type` or `builder`)."""
+    settings = _cfg_settings(path)
     return "hvm" in (settings.get("type"), settings.get("builder"))
+
+
+def cfg_memory_mib(path: str) -> int:
+    """The `memory` (MiB) the cfg at `path` gives its guest (xl's default: 128)."""
+    value = _cfg_settings(path).get("memory")
+    return int(value) if isinstance(value, str) and value.isdigit() else XL_DEFAULT_MEMORY
 
 
 def plan_text(plan: DrainPlan, timeout: float) -> str:
