@@ -188,7 +188,9 @@ class _Group:
                     image=images.image_path(target.name),
                     seconds=round(outcome.duration, 2),
                 )
-                with self.lock:
+                with self.lock:  # a save that ended just after the deadline still counts
+                    if target.name in self.result.still_running:
+                        self.result.still_running.remove(target.name)
                     self.result.saved.append(target.name)
                 return
             images.discard_temp(target.name)
