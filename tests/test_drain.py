@@ -82,15 +82,16 @@ class ScriptedXl:
         self.gone_at: dict[str, float] = {}
         self.delay = delay
         self.ignore: set[str] = set()
+        self.slow_request: dict[str, float] = {}  # seconds `xl shutdown NAME` itself takes
         self.fail_save: set[str] = set()
         self.calls: list[tuple[float, list[str]]] = []
         self.lock = threading.Lock()
 
     def lifecycle(self, args: Sequence[str], timeout: float) -> CreateResult:
         with self.lock:
-            return self._lifecycle(args)
+            return self._lifecycle(args, timeout)
 
-    def _lifecycle(self, args: Sequence[str]) -> CreateResult:
+    def _lifecycle(self, args: Sequence[str], timeout: float) -> CreateResult:
         self.calls.append((self.clock.now, list(args)))
         name = args[-1] if args[0] == "shutdown" else args[1]
         if args[0] == "save":
@@ -99,6 +100,10 @@ class ScriptedXl:
             Path(args[2]).write_text("image")
             self.up.pop(name)
             return CreateResult(ok=True, exit_code=0, duration=1.0)
+        if name in self.slow_request and self.slow_request[name] > timeout:
+            self.clock.now += timeout
+            return CreateResult(ok=False, exit_code=None, timed_out=True, duration=timeout)
+        self.clock.now += self.slow_request.get(name, 0.0)
         if name not in self.ignore:
             self.gone_at[name] = self.clock.now + self.delay
         return CreateResult(ok=True, exit_code=0)
@@ -211,3 +216,13 @@ def test_a_deadline_before_a_group_leaves_it_untouched(tmp_path: Path, timeout: 
     )
     assert sorted(result.still_running) == ["first", "second"]
     assert [args[-1] for _at, args in xl.calls] == ["first"]
+
+
+def test_a_slow_shutdown_request_gets_the_time_left_not_a_fixed_limit(tmp_path: Path) -> None:
+    """On real Xen, under load, `xl shutdown NAME` (only the request) took over 30 s."""
+    clock = FakeClock()
+    xl = ScriptedXl(clock, ["slow"], delay=1.0)
+    xl.slow_request["slow"] = 40.0
+    drain = make_drain(tmp_path, xl, clock, timeout=80)
+    result = drain.run(plan_drain([Target("slow", 50, SHUTDOWN)], 0, None))
+    assert result.ok and result.shut_down == ["slow"]
