@@ -20,6 +20,7 @@ README=README.md
 UNIT=/etc/systemd/system/xenreconcile.service
 # What the quickstart installs, removed afterwards unless --keep.
 INSTALLED=(/opt/xenreconcile /usr/local/sbin/xenreconcile /etc/xenreconcile.yaml "$UNIT"
+  /etc/systemd/system/xenreconcile-guests.service
   /etc/logrotate.d/xenreconcile /usr/local/share/man/man8/xenreconcile.8
   /usr/local/share/man/man5/xenreconcile.yaml.5)
 # Directories the quickstart (or `check`) may create; removed only if this run did.
@@ -71,6 +72,9 @@ clean_up() {
   echo "== removing what the quickstart installed"
   if [ "$ENABLED" = yes ]; then
     systemctl disable --now xenreconcile || true
+    # Not --now: stopping the guests unit would drain this host (it refuses a
+    # manual stop anyway).
+    systemctl disable xenreconcile-guests || true
   fi
   rm -rf "${INSTALLED[@]}"
   local dir
@@ -105,11 +109,13 @@ run_quickstart() {
 }
 
 verify_unit() {
-  local out
-  echo "+ systemd-analyze verify $UNIT"
-  out=$(systemd-analyze verify "$UNIT" 2>&1) || fail "systemd-analyze verify: $out"
-  [ -z "$out" ] || echo "$out"
-  case $out in *xenreconcile.service*) fail "systemd-analyze verify complains about the unit" ;; esac
+  local out unit
+  for unit in "$UNIT" /etc/systemd/system/xenreconcile-guests.service; do
+    echo "+ systemd-analyze verify $unit"
+    out=$(systemd-analyze verify "$unit" 2>&1) || fail "systemd-analyze verify: $out"
+    [ -z "$out" ] || echo "$out"
+    case $out in *"${unit##*/}"*) fail "systemd-analyze verify complains about $unit" ;; esac
+  done
 }
 
 # Run `check` with a program and its leading arguments; exit 0 ("... OK") and

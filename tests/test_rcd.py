@@ -499,6 +499,48 @@ def test_stop_waits_for_a_daemon_restarted_by_the_supervisor(
     assert service.events().count("exit") == 2
 
 
+@pytest.mark.parametrize("release", [13, 14])
+def test_faststop_drains_the_guests_before_it_stops_the_daemon(
+    services: Callable[..., Service], release: int
+) -> None:
+    service = services(release)
+    assert service.rc("start").returncode == 0
+    _supervisor, child, _ = service.started()
+    service.release()
+
+    stop = service.rc("faststop")
+
+    assert stop.returncode == 0, stop.stderr
+    events = service.events()
+    assert "drain daemon-up" in events, "the drain runs while the daemon can still stand down"
+    assert events.index("drain daemon-up") < events.index("term")
+    assert not alive(child)
+
+
+def test_faststop_drains_even_when_the_daemon_is_not_running(
+    services: Callable[..., Service],
+) -> None:
+    service = services(14)
+
+    stop = service.rc("faststop")
+
+    assert stop.returncode == 0, stop.stderr
+    assert service.events() == ["drain"]
+
+
+def test_plain_stop_and_restart_never_drain(services: Callable[..., Service]) -> None:
+    service = services(14)
+    assert service.rc("start").returncode == 0
+    service.started()
+    service.release()
+
+    assert service.rc("restart").returncode == 0
+    wait_until(lambda: service.starts() == 2, DEADLINE, "the restarted daemon")
+    assert service.rc("stop").returncode == 0
+
+    assert not any(e.startswith("drain") for e in service.events())
+
+
 # What pip writes as the `xenreconcile` entry point, so ps(1) shows the daemon as
 # "<python> <program> ..." just as on an installed system.
 ENTRY_POINT = "import sys\nfrom xenreconcile.cli import main\nsys.exit(main())\n"

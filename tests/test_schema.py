@@ -24,7 +24,12 @@ def test_nested_sections_name_their_dataclass() -> None:
     by_key = {option.key: option for option in options(Config)}
     assert by_key["backoff"].spec.section is Backoff
     assert by_key["guests"].spec.section is GuestOverride
-    assert [child.key for child in by_key["guests"].children] == ["order", "hold", "restart"]
+    assert [child.key for child in by_key["guests"].children] == [
+        "order",
+        "hold",
+        "restart",
+        "on_host_shutdown",
+    ]
     assert {option.spec.kind for option in options(Config)} >= {Kind.SECTION, Kind.GUESTS}
 
 

@@ -16,6 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 RC_SCRIPT = ROOT / "rc.d" / "xenreconcile"
 UNIT = ROOT / "etc" / "systemd" / "xenreconcile.service"
+GUESTS_UNIT = ROOT / "etc" / "systemd" / "xenreconcile-guests.service"
 DEBIAN = ROOT / "etc" / "debian"
 LINUX_INSTALL = ROOT / "tests" / "linux_install.sh"
 NEWSYSLOG = ROOT / "etc" / "newsyslog.conf.d" / "xenreconcile.conf"
@@ -46,10 +47,10 @@ def seconds(duration: str) -> float:
     return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
 
 
-def unit_settings() -> dict[str, list[str]]:
-    """KEY=VALUE lines of the unit, values of repeated keys in order."""
+def unit_settings(unit: Path | None = None) -> dict[str, list[str]]:
+    """KEY=VALUE lines of the unit (default: the daemon's), values of repeated keys in order."""
     settings: dict[str, list[str]] = {}
-    for line in UNIT.read_text(encoding="utf-8").splitlines():
+    for line in (unit or UNIT).read_text(encoding="utf-8").splitlines():
         if "=" in line and not line.startswith("#"):
             key, value = line.split("=", 1)
             settings.setdefault(key, []).append(value)
@@ -95,14 +96,17 @@ def test_rc_script_never_kills_by_name_or_process_group() -> None:
     assert not [line for line in code if re.search(r"\b(pkill|killall)\b|kill\s+-\S*\s+-\d", line)]
 
 
-def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+@pytest.mark.parametrize("source", [UNIT, GUESTS_UNIT], ids=lambda p: p.name)
+def test_unit_passes_systemd_analyze_verify(tmp_path: Path, source: Path) -> None:
     analyze = tool("systemd-analyze", "systemd")
     program = tmp_path / "xenreconcile"
     program.write_text("#!/bin/sh\nexit 0\n")
     program.chmod(0o755)
-    unit = tmp_path / "xenreconcile.service"
+    unit = tmp_path / source.name
     unit.write_text(
-        UNIT.read_text(encoding="utf-8").replace("/opt/xenreconcile/bin/xenreconcile", str(program))
+        source.read_text(encoding="utf-8").replace(
+            "/opt/xenreconcile/bin/xenreconcile", str(program)
+        )
     )
     # Documentation= names man pages: let man(1) find ours.
     for relative, page in MAN_PAGES.items():
@@ -121,7 +125,22 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     )
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "xenreconcile.service" not in result.stderr, result.stderr
+    assert source.name not in result.stderr, result.stderr
+
+
+def test_guests_unit_drains_at_stop_only_and_outwaits_the_drain() -> None:
+    settings = unit_settings(GUESTS_UNIT)
+
+    assert settings["Type"] == ["oneshot"] and settings["RemainAfterExit"] == ["yes"]
+    assert settings["ExecStop"][0].split()[-1] == "shutdown-guests"
+    assert "shutdown-guests" not in settings["ExecStart"][0]
+    assert settings["Conflicts"] == ["xendomains.service"]
+    after = " ".join(settings["After"]).split()
+    assert {"xenstored.service", "xenreconcile.service", "remote-fs.target"} <= set(after)
+    assert "PartOf" not in settings and "Requires" not in settings, (
+        "a restart of the daemon's unit must not drain the host"
+    )
+    assert seconds(settings["TimeoutStopSec"][0]) > seconds(config_default("host_shutdown_timeout"))
 
 
 def test_unit_leaves_xl_monitors_alone_and_outwaits_the_daemon() -> None:

@@ -73,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
         "accept-state",
         help="after a damaged state file: trust the holds and migrated marks it kept",
     )
+    drain = commands.add_parser(
+        "shutdown-guests",
+        help="the host goes down: stand the daemon down, shut down or save every guest",
+    )
+    drain.add_argument("--dry-run", action="store_true", help="print the drain, do nothing")
     demo = commands.add_parser(
         "demo", help="the real daemon on a simulated xl: a Dom0 reboot and the recovery"
     )

@@ -11,19 +11,21 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Sequence
 from typing import Any
 
-from xenreconcile import control, liveness, logs, report
+from xenreconcile import budget, control, hostshutdown, liveness, logs, report, saves
 from xenreconcile.clock import Instant
 from xenreconcile.config import Config, ConfigError, load_config
 from xenreconcile.daemon import STATUS_FILE, Daemon
 from xenreconcile.demo import run_demo
 from xenreconcile.errors import EXIT_FAILURE, EXIT_SETUP, XenreconcileError
 from xenreconcile.guestops import GuestOps
-from xenreconcile.models import Memory, Plan
+from xenreconcile.models import DesiredGuest, Memory, Plan
 from xenreconcile.passinputs import PassInputs
 from xenreconcile.state import (
     StateStore,
+    read_boot,
     read_private,
     trusted_uids,
     unsafe_path_problem,
@@ -127,7 +129,9 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
             plan, now=now.monotonic, wall_now=now.wall, daemon_pid=None, toolstack_error=error
         )
     doc = refresh_next_retry(doc, now.wall)
-    print(status_text(doc, args, now.wall, config.interval))
+    doc["save_images"] = saved_images(config)
+    text = status_text(doc, args, now.wall, config.interval)
+    print(text if args.json or getattr(args, "brief", False) else with_images(text, doc))
     settled = {s.value for s in report.SETTLED_STATES}
     ok = doc["toolstack"]["ok"] and all(g["state"] in settled for g in doc["guests"])
     alive = not liveness.stalled(doc, now.wall, config.interval)
@@ -147,6 +151,17 @@ def status_text(
     return report.status_table(doc) + (f"\n{alive}" if alive else "")
 
 
+def saved_images(config: Config) -> list[dict[str, object]]:
+    """The save images and what becomes of each (docs/json.md, `save_images`)."""
+    return saves.images_document(saves.SaveStore(config).images(read_boot()))
+
+
+def with_images(text: str, doc: dict[str, Any]) -> str:
+    """A status or plan text followed by its save images, if any."""
+    extra = saves.images_text(doc["save_images"])
+    return f"{text}\n{extra}" if extra else text
+
+
 def in_flight_names(doc: dict[str, Any]) -> set[str]:
     """The names of the creates in flight a status document lists (docs/json.md)."""
     names = doc.get("in_flight")
@@ -161,7 +176,8 @@ def cmd_plan(config: Config, args: argparse.Namespace) -> int:
     now = Instant.now()
     plan, error = compute_plan(config, in_flight, now)
     out = report.plan_document(plan, now=now.monotonic, wall_now=now.wall, toolstack_error=error)
-    print(json.dumps(out, indent=2) if args.json else report.plan_text(out))
+    out["save_images"] = saved_images(config)
+    print(json.dumps(out, indent=2) if args.json else with_images(report.plan_text(out), out))
     return EXIT_OK if plan.trusted else EXIT_PROBLEM
 
 
@@ -185,11 +201,25 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
         problems += 1
     for guest in desired.guests:
         print(f"ok  {guest.name}  {guest.path}")
+    for message in drain_warnings(config, desired.guests):
+        warn(message)
     if problems:
         print(f"{problems} problem(s) found", file=sys.stderr)
         return EXIT_PROBLEM
     print(f"config and {len(desired.guests)} guest file(s) OK")
     return EXIT_OK
+
+
+def drain_warnings(config: Config, guests: Sequence[DesiredGuest]) -> list[str]:
+    """`check`'s warnings about the host's drain (see `budget`)."""
+    memory = {g.name: hostshutdown.cfg_memory_mib(g.path) for g in guests}
+    found = budget.warnings(config, memory, budget.host_budget())
+    if budget.guest_unit_missing():
+        found.append(
+            f"{budget.GUESTS_UNIT} is not installed: nothing shuts the guests down "
+            "when this host goes down (see the README's Linux quickstart)"
+        )
+    return found
 
 
 def cmd_request(config: Config, args: argparse.Namespace) -> int:
@@ -224,6 +254,12 @@ def cmd_guest_op(config: Config, args: argparse.Namespace) -> int:
     return ops.start(args.name)
 
 
+def cmd_shutdown_guests(config: Config, args: argparse.Namespace) -> int:
+    """`shutdown-guests [--dry-run]`: drain the host (see `hostshutdown`)."""
+    logs.configure(config.log_file, config.log_format, config.log_level)
+    return hostshutdown.shutdown_guests(config, dry_run=args.dry_run, out=sys.stdout)
+
+
 def warn(message: str) -> None:
     """Print a warning for the admin on stderr."""
     print(f"xenreconcile: warning: {message}", file=sys.stderr)
@@ -241,4 +277,5 @@ COMMANDS = {
     "start": cmd_guest_op,
     "restart": cmd_guest_op,
     control.ACCEPT_STATE: cmd_request,
+    "shutdown-guests": cmd_shutdown_guests,
 }

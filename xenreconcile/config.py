@@ -295,7 +295,9 @@ def _read_value(node: yaml.Node, spec: Spec, key: str) -> Any:
 
 def _read_path(node: yaml.Node, spec: Spec, key: str) -> str:
     value = _scalar_str(node, spec, key)
-    if spec.kind is Kind.LOG_PATH and value in ("-", "syslog"):
+    if (spec.kind is Kind.LOG_PATH and value in ("-", "syslog")) or (
+        spec.allow_empty and value == ""
+    ):
         return value
     if not os.path.isabs(value):
         raise ConfigError(f"must be an absolute path, got {value!r}", key=key)
@@ -348,7 +350,7 @@ def _read_argv(node: yaml.Node, spec: Spec, key: str) -> tuple[str, ...]:
 
 def _read_choice(node: yaml.Node, spec: Spec, key: str) -> str:
     value = _scalar_str(node, spec, key)
-    if value not in spec.choices:
+    if value not in spec.choices and not (spec.allow_empty and value == ""):
         raise ConfigError(f"must be one of {', '.join(spec.choices)}; got {value!r}", key=key)
     return value
 
@@ -600,7 +602,11 @@ def _format_default(option: Option) -> str:
         return ""
     if kind is Kind.GUESTS:
         return "{}"
-    return "" if value is None else str(value)
+    if value is None:
+        return ""
+    if value == "":
+        return '""'
+    return str(value)
 
 
 def _comment_lines(text: str, indent: str) -> list[str]:

@@ -31,6 +31,7 @@ from xenreconcile.config import Config, ConfigError, load_config
 from xenreconcile.creates import CreateStarter, CreateWorkers, Joinable
 from xenreconcile.eventsink import EventSink
 from xenreconcile.guestdir import GuestDirScanner
+from xenreconcile.hostcycle import HostCycle
 from xenreconcile.inbox import RequestInbox
 from xenreconcile.keeper import DaemonError, StateKeeper
 from xenreconcile.loopqueue import Finished, Hint, LoopQueue
@@ -63,7 +64,8 @@ class Daemon:
     def __post_init__(self) -> None:
         self.log = logs.get_logger()
         self.door = LoopQueue()
-        self.inputs = PassInputs(self.config, self.runner)
+        self.inputs = PassInputs(self.config, self.runner, self.read_boot)
+        self.host = HostCycle(self.inputs, self.log)
         self.keeper = StateKeeper(self.config.state_dir, self.clock, self.log)
         self.sink = EventSink(self.log, self.config.notify_command or ())
         self.inbox = RequestInbox(self.config.state_dir, self.log)
@@ -132,6 +134,7 @@ class Daemon:
             state_dir=self.config.state_dir,
         )
         self.sink.uncertain(self.memory)
+        self.host.at_start()
         self._take_requests()
         self.keeper.save(self.memory)
 
@@ -175,6 +178,7 @@ class Daemon:
         self.notifier.tick(self.clock.monotonic())
         self._take_messages()
         self._take_requests()
+        self.host.answer(creating=bool(self.in_flight))
         now = self.clock.monotonic()
         timer_due = now >= self.next_pass_at or (self.wake_at is not None and now >= self.wake_at)
         if self.pass_due or timer_due:
@@ -227,7 +231,7 @@ class Daemon:
     def run_pass(self, now: float) -> Plan:
         """Scan, list, plan, start the planned creates, save. Returns the plan."""
         self.pass_due = False
-        seen = self._observe()
+        seen, self.memory = self.host.before_plan(self._observe(), self.memory, now)
         plan = self.inputs.plan(seen, self.memory, set(self.in_flight), now, starting=True)
         self.memory, self.last_plan = plan.memory, plan
         for event in plan.events:
@@ -326,7 +330,8 @@ class Daemon:
         if new is None:
             return
         old, self.config = self.config, new
-        self.inputs = PassInputs(new, self.runner)
+        self.inputs = PassInputs(new, self.runner, self.read_boot)
+        self.host = HostCycle(self.inputs, self.log)
         self.sink.notify_command = new.notify_command or ()
         if (new.watch, new.guests_dir) != (old.watch, old.guests_dir) and self.source:
             self._close_source()

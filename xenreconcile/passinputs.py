@@ -10,16 +10,19 @@ the scanner's fingerprint cache.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import time
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from xenreconcile import exits, partial, planner
+from xenreconcile import bootgate, exits, partial, planner
 from xenreconcile.clock import from_epoch
 from xenreconcile.config import Config
 from xenreconcile.createlock import xl_lockfile
 from xenreconcile.guestdir import GuestDirScanner
 from xenreconcile.models import CreateResult, DesiredState, Domain, Memory, Plan, PlannerSettings
+from xenreconcile.restore import LifecycleRunner
+from xenreconcile.state import Boot, read_boot
 from xenreconcile.xl import ToolstackError, UnreadRow, XlListRowsError, XlRunner
 
 
@@ -47,6 +50,7 @@ class Observation:
     error: str | None = None
     unread_rows: tuple[UnreadRow, ...] = ()
     suspects: Mapping[str, str] = field(default_factory=dict)
+    listed_at: float = 0.0  # epoch seconds just before the listing was asked for
 
     @property
     def shown_error(self) -> str | None:
@@ -57,8 +61,15 @@ class Observation:
 class PassInputs:
     """The scanner and runner of one config, and the pass built from them."""
 
-    def __init__(self, config: Config, runner: Runner | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        runner: Runner | None = None,
+        boot_reader: Callable[[], Boot] = read_boot,
+    ) -> None:
         self.config = config
+        self.boot_reader = boot_reader
+        self._boot: Boot | None = None
         self.scanner = GuestDirScanner(
             config.guests_dir, strict_permissions=config.strict_permissions
         )
@@ -70,6 +81,21 @@ class PassInputs:
         )
 
     @property
+    def lifecycle_runner(self) -> LifecycleRunner:
+        """The runner for xl shutdown, save and restore: the pass's own runner
+        when it has them, else an `XlRunner` of the config's xl."""
+        if isinstance(self.runner, LifecycleRunner):
+            return self.runner
+        return XlRunner(xl_command(self.config), create_timeout=self.config.xl_timeout)
+
+    @property
+    def boot(self) -> Boot:
+        """The running Dom0 boot (read once)."""
+        if self._boot is None:
+            self._boot = self.boot_reader()
+        return self._boot
+
+    @property
     def settings(self) -> PlannerSettings:
         """The planner's view of the config."""
         return self.config.planner_settings()
@@ -77,11 +103,12 @@ class PassInputs:
     def observe(self) -> Observation:
         """Scan the guests directory and list the domains."""
         desired = self.scanner.scan()
+        listed_at = time.time()
         try:
-            return Observation(desired, self.runner.list())
+            return Observation(desired, self.runner.list(), listed_at=listed_at)
         except XlListRowsError as exc:
             suspects = partial.suspects(desired, exc.rows)
-            return Observation(desired, exc.domains, None, exc.rows, suspects)
+            return Observation(desired, exc.domains, None, exc.rows, suspects, listed_at)
         except ToolstackError as exc:
             return Observation(desired, None, str(exc))
 
@@ -112,5 +139,6 @@ class PassInputs:
             self.settings,
             suspects=seen.suspects,
             lives=exits.read_lives(exits.log_dir(), wanted),
+            withheld=bootgate.withheld(self.config, seen.desired, self.boot),
             starting=starting,
         )

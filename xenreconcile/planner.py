@@ -135,6 +135,7 @@ class _Pass:
     suspects: Mapping[str, str] = field(default_factory=dict)
     lives: Mapping[str, Life | None] = field(default_factory=dict)
     nameless: tuple[Domain, ...] = ()
+    withheld: Mapping[str, str] = field(default_factory=dict)
     starting: bool = False
     events: list[Event] = field(default_factory=list)
     wakes: list[float] = field(default_factory=list)
@@ -186,6 +187,7 @@ def plan(  # noqa: PLR0917 - the positional API the daemon and CLI share
     *,
     suspects: Mapping[str, str] | None = None,
     lives: Mapping[str, Life | None] | None = None,
+    withheld: Mapping[str, str] | None = None,
     starting: bool = False,
 ) -> Plan:
     """Given the desired state, the toolstack listing (None: failed or not trusted),
@@ -194,7 +196,10 @@ def plan(  # noqa: PLR0917 - the positional API the daemon and CLI share
     `suspects` (name -> reason) are guests an unreadable row of the listing could
     be: nothing is decided about them (see `partial`). `lives` (name -> the life
     of its remembered `life_domid` in xl's monitor log, None: not there) tell how
-    a guest's last life ended (see `exitpolicy`). `starting`: the caller
+    a guest's last life ended (see `exitpolicy`). `withheld` (name -> reason)
+    are guests the caller forbids to create now (the daemon stood down for the
+    host's shutdown, a save image to restore first): WAITING with the reason, and
+    they block higher orders as any waiting guest does. `starting`: the caller
     starts the plan's creates at once, so their status is CREATING (else PENDING,
     as in a dry run)."""
     flying = frozenset(in_flight)
@@ -209,6 +214,7 @@ def plan(  # noqa: PLR0917 - the positional API the daemon and CLI share
         suspects=suspects or {},
         lives=lives or {},
         nameless=tuple(d for d in listing if d.name == NULL_NAME),
+        withheld=withheld or {},
         starting=starting,
     )
     if desired.error is not None:
@@ -500,6 +506,8 @@ def _judge(guest: DesiredGuest, gm: GuestMemory, ctx: _Pass) -> _Verdict:
         return _Verdict(guest, gm, GuestPhase.MIGRATING, "live migration in progress")
     if gm.migrated:
         return _Verdict(guest, gm, GuestPhase.MIGRATED, "left by live migration; release to start")
+    if name in ctx.withheld:
+        return _Verdict(guest, gm, GuestPhase.WAITING, ctx.withheld[name])
     if _is_failed(gm, ctx.settings):
         detail = f"gave up after {gm.attempts} failures; retry or change the file"
         return _Verdict(guest, gm, GuestPhase.FAILED, detail)

@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 from xenreconcile.watch import CHOICES as WATCH_CHOICES
 
 _T = TypeVar("_T")
+HOST_SHUTDOWN_CHOICES = ("shutdown", "save", "leave")
+"""Values of `on_host_shutdown`; a guest's own key defaults to "" (the top-level one)."""
 _SPEC = "xenreconcile.schema.Spec"
 """The metadata key under which a field carries its `Spec`."""
 
@@ -59,6 +61,7 @@ class Spec:
     not_below: str | None = None
     example: str | None = None
     section: type[Any] | None = None
+    allow_empty: bool = False
 
     @property
     def type_name(self) -> str:
@@ -105,9 +108,9 @@ def _key(default: _T, spec: Spec) -> _T:
     return dataclasses.field(default=default, metadata={_SPEC: spec})
 
 
-def path(default: str, description: str) -> str:
-    """A key holding an absolute path."""
-    return _key(default, Spec(Kind.PATH, description))
+def path(default: str, description: str, *, allow_empty: bool = False) -> str:
+    """A key holding an absolute path (or, with `allow_empty`, "" for a derived default)."""
+    return _key(default, Spec(Kind.PATH, description, allow_empty=allow_empty))
 
 
 def log_path(default: str, description: str) -> str:
@@ -135,9 +138,12 @@ def argv(description: str, *, example: str) -> tuple[str, ...]:
     return _key((), Spec(Kind.ARGV, description, example=example))
 
 
-def choice(default: str, choices: tuple[str, ...], description: str) -> str:
-    """A key holding one of `choices`."""
-    return _key(default, Spec(Kind.CHOICE, description, choices=choices))
+def choice(
+    default: str, choices: tuple[str, ...], description: str, *, allow_empty: bool = False
+) -> str:
+    """A key holding one of `choices` (or, with `allow_empty`, "" for "inherited")."""
+    spec = Spec(Kind.CHOICE, description, choices=choices, allow_empty=allow_empty)
+    return _key(default, spec)
 
 
 def duration(
@@ -236,6 +242,13 @@ class GuestOverride:
             "This guest's restart policy (see the global `restart`); unset: the global one.",
             choices=RESTART_CHOICES,
         ),
+    )
+    on_host_shutdown: str = choice(
+        "",
+        HOST_SHUTDOWN_CHOICES,
+        "What `xenreconcile shutdown-guests` does with this guest; empty: the "
+        "top-level `on_host_shutdown`.",
+        allow_empty=True,
     )
 
 
@@ -336,6 +349,34 @@ class Config:
         "may be on the way): a cfg names programs that Dom0 runs as root. The config "
         "file itself is always checked so, whatever this key says.",
     )
+    on_host_shutdown: str = choice(
+        "shutdown",
+        HOST_SHUTDOWN_CHOICES,
+        "What `xenreconcile shutdown-guests` (the host going down) does with each "
+        "running managed guest: a clean `xl shutdown` (`-F` for HVM guests), `xl save` "
+        "into save_dir (restored at the next boot), or leave it running.",
+    )
+    host_shutdown_timeout: float = duration(
+        80.0,
+        "The whole drain of `shutdown-guests` ends by this deadline; guests still "
+        "up then are logged and left to the host. FreeBSD's rcshutdown_timeout is "
+        "90 s for every service together.",
+        exclusive_minimum=True,
+    )
+    save_dir: str = path(
+        "",
+        "Directory of save images (NAME.save), checked as state_dir is; empty: "
+        "state_dir/save (created 0700). Another directory must already exist: an "
+        "unmounted file system is not saved into.",
+        allow_empty=True,
+    )
+    on_restore_failure: str = choice(
+        "hold",
+        ("hold", "boot"),
+        "When `xl restore` of a save image fails: the image is moved aside "
+        "(NAME.save.failed-TIME) and the guest held with the reason, or booted "
+        "fresh from its file (boot).",
+    )
     precondition_timeout: float = duration(
         600.0,
         "A guest whose disk, `kernel`, `ramdisk` or vif `bridge` does not exist yet "
@@ -369,6 +410,16 @@ class Config:
         example="web",
     )
     source: str | None = None
+
+    @property
+    def save_path(self) -> str:
+        """The directory of save images: `save_dir`, or state_dir/save."""
+        return self.save_dir or self.state_dir.rstrip("/") + "/save"
+
+    def host_shutdown_action(self, name: str) -> str:
+        """What the drain does with guest `name`: its own key, else the top-level one."""
+        own = self.guests[name].on_host_shutdown if name in self.guests else ""
+        return own or self.on_host_shutdown
 
     def planner_settings(self) -> PlannerSettings:
         """The part of this config the planner decides with."""

@@ -262,6 +262,23 @@ class XlRunner:
             return False, f"xl shutdown timed out after {timeout:g}s"
         return outcome.exit_code == 0, _tail(outcome.stdout, STDERR_TAIL_LINES).strip()
 
+    def lifecycle(self, args: Sequence[str], timeout: float) -> CreateResult:
+        """Run `xl ARGS` (shutdown, save, restore) with `timeout` (its process group
+        killed then) and report how it ended, as `create` does."""
+        try:
+            outcome = self._run(args, max(timeout, 0.0), combine=True)
+        except OSError as exc:
+            return CreateResult(
+                ok=False, exit_code=NOT_RUN, stderr_tail=f"cannot run {self.command[0]}: {exc}"
+            )
+        return CreateResult(
+            ok=outcome.exit_code == 0,
+            exit_code=outcome.exit_code,
+            timed_out=outcome.timed_out,
+            stderr_tail=_tail(outcome.stdout, STDERR_TAIL_LINES),
+            duration=outcome.duration,
+        )
+
     def _create(self, path: str, stdin: IO[bytes] | int) -> CreateResult:
         """Run `xl create PATH` with `stdin` and report how it ended."""
         try:

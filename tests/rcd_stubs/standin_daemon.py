@@ -1,7 +1,7 @@
 """A stand-in for `xenreconcile`, for testing rc.d/xenreconcile before the real
 daemon can run in the test: only the behaviour the rc.d script relies on.
 
-    xenreconcile -c CONFIG [FLAGS ...] run | check | status --brief
+    xenreconcile -c CONFIG [FLAGS ...] run | check | status --brief | shutdown-guests
 
 Files next to CONFIG record what happened: `events` (one line per event:
 "started ARGS...", "hup", "term", "exit"), `monitors` (their pids, one a line).
@@ -17,6 +17,9 @@ creates in flight: it exits 0 only once a file `release` exists next to CONFIG
 check: exit 2 with a message on stderr when CONFIG contains "broken", else 0.
 
 status --brief: prints BRIEF_STATUS, the summary line of a daemon with no guests.
+shutdown-guests: records "drain" (and whether a daemon was running then: "drain
+daemon-up" when the pidfile next to CONFIG's run directory names a live
+process), exit 0.
 """
 
 from __future__ import annotations
@@ -105,7 +108,7 @@ def check(config: Path) -> int:
 
 
 def main(argv: list[str]) -> int:
-    """Dispatch on the last arguments (`run`, `check` or `status --brief`)."""
+    """Dispatch on the last arguments (`run`, `check`, `status --brief` or `shutdown-guests`)."""
     if len(argv) < 3 or argv[0] != "-c":
         print("usage: xenreconcile -c CONFIG [FLAGS ...] run|check", file=sys.stderr)
         return 2
@@ -117,7 +120,20 @@ def main(argv: list[str]) -> int:
     if argv[-2:] == ["status", "--brief"]:
         print(BRIEF_STATUS)
         return 0
+    if argv[-1] == "shutdown-guests":
+        record(config.parent, "drain" + (" daemon-up" if daemon_up(config.parent) else ""))
+        return 0
     return 2
+
+
+def daemon_up(directory: Path) -> bool:
+    """True when the daemon's pidfile (run/xenreconcile.pid) names a live process."""
+    try:
+        pid = int((directory / "run" / "xenreconcile.pid").read_text(encoding="ascii").split()[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return False
+    return True
 
 
 if __name__ == "__main__":

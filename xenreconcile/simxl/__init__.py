@@ -16,16 +16,18 @@ xl 4.17's output, error texts and exit codes:
     destroy NAME|ID               rc 1 "NAME is an invalid domain identifier (rc=-6)", or
                                   libxl's block and "destroy failed (rc=-21)" for an unknown id
     domid NAME                    the id, or rc 1 "Can't get domid of domain name 'NAME', ..."
-    shutdown [-w] NAME|ID         "Shutting down domain N"; the guest powers off (reason 0)
+    shutdown [-w] [-F] NAME|ID    "Shutting down domain N"; the guest powers off (reason 0)
                                   `shutdown_delay` later (per guest, default 0.3 s), never
-                                  with `ignore_shutdown` (per guest); -w waits for it
+                                  with `ignore_shutdown` (per guest); -w waits for it; an
+                                  HVM guest with `no_pv_drivers` refuses it without -F
     sysrq NAME|ID o|b|c           powers off (0), reboots (1) or crashes (3) the guest
+    save NAME FILE, restore FILE  see `lifecycle` (failing saves and restores)
 
 A guest's end is handled with its cfg's `on_poweroff` / `on_reboot` / `on_crash`
 (destroy, restart: a new domid, preserve: listed ---s-- / ---sc-), and its
 monitor logs it to STATE/xl-NAME.log with real xl's lines (see `simxl.ends`).
 
-Only the guest's `name`, `memory`, `vcpus` and `kernel` are read from the cfg.
+Only the guest's `name`, `memory`, `vcpus`, `kernel` and `type` are read from the cfg.
 
 A create runs in xl 4.17's three phases. Start-up and config parsing (knob
 `parse_delay`) run unlocked and make no domain. The build runs holding xl's

@@ -33,6 +33,7 @@ class SimDomain:
     vcpus: int
     state: str
     monitor_pid: int | None = None
+    boots: int = 1
 
 
 class SimXl:
@@ -98,6 +99,7 @@ class SimXl:
                 vcpus=d["vcpus"],
                 state=d["state"],
                 monitor_pid=d.get("monitor_pid"),
+                boots=int(d.get("boots") or 1),
             )
             for d in guests
         ]

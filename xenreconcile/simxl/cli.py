@@ -13,11 +13,11 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from xenreconcile.simxl import ends, monitor, store, xllock
+from xenreconcile.simxl import ends, lifecycle, monitor, store, xllock
 
 HEADER = "Name                                        ID   Mem VCPUs\tState\tTime(s)"
 DEFAULT_LIST_ERROR = (
@@ -81,13 +81,15 @@ class _Invocation:
     def _dispatch(self) -> int:
         """Run the subcommand named by the first argument."""
         sub, rest = (self.args[0], self.args[1:]) if self.args else ("", [])
-        handlers = {
+        handlers: dict[str, Callable[[list[str]], int]] = {
             "list": self.cmd_list,
             "create": self.cmd_create,
             "destroy": self.cmd_destroy,
             "domid": self.cmd_domid,
             "shutdown": self.cmd_shutdown,
             "sysrq": self.cmd_sysrq,
+            "save": lambda rest: lifecycle.cmd_save(self.state_dir, self.faults, rest),
+            "restore": lambda rest: lifecycle.cmd_restore(self.state_dir, self.faults, rest),
         }
         handler = handlers.get(sub)
         if handler is None:
@@ -242,6 +244,8 @@ class _Invocation:
             "domid": domid,
             "mem": _int_key(text, "memory", 128),
             "vcpus": _int_key(text, "vcpus", 1),
+            "hvm": _is_hvm(text),
+            "boots": 1,
             "state": store.RUNNING_STATE,
             "created": now,
             "die_at": None if die_after is None else now + float(die_after),
@@ -296,6 +300,9 @@ class _Invocation:
                 _err("Cannot shut down privileged domain 0.")
                 return 1
             name, domid = dom["name"], dom["domid"]
+            if dom.get("hvm") and self._fault_for(name, "no_pv_drivers") and "-F" not in args:
+                _err(lifecycle.NO_PV_CONTROL_TEXT)
+                return 1
             _err(f"Shutting down domain {domid}")
             if not self._fault_for(name, "ignore_shutdown"):
                 delay = float(self._fault_for(name, "shutdown_delay") or 0.3)
@@ -448,6 +455,11 @@ def _kernel_of(text: str) -> str:
     """The cfg's kernel path, or a plausible one."""
     found = [a or b for a, b in _KERNEL.findall(text)]
     return found[-1] if found else "/boot/vmlinuz"
+
+
+def _is_hvm(text: str) -> bool:
+    """True when the cfg asks for an HVM guest (`type` or the older `builder`)."""
+    return bool(re.search(r"""^[ \t]*(type|builder)[ \t]*=[ \t]*["']hvm["']""", text, re.M))
 
 
 def _int_key(text: str, key: str, default: int) -> int:
