@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from xenreconcile import hints
 from xenreconcile.models import (
     CreateAction,
     CreateResult,
@@ -26,7 +27,13 @@ from xenreconcile.xl import UnreadRow
 
 UNCERTAIN_EVENT = "state_uncertain"  # XR_EVENT of the notification about lost holds
 EVERY_GUEST = "*"  # XR_GUEST when every name is uncertain
-NOTIFY_EVENTS = {EventKind.GAVE_UP, EventKind.FAILING, EventKind.RECOVERED, EventKind.LEFTOVER}
+NOTIFY_EVENTS = {
+    EventKind.GAVE_UP,
+    EventKind.FAILING,
+    EventKind.RECOVERED,
+    EventKind.LEFTOVER,
+    EventKind.WAITING_TOO_LONG,
+}
 UNREADABLE_ROWS_EVENT = "xl_list_rows_unreadable"  # logged and notified once per change
 EVENT_LOG: dict[EventKind, tuple[str, str]] = {
     EventKind.VANISHED: ("info", "guest_vanished"),
@@ -38,6 +45,8 @@ EVENT_LOG: dict[EventKind, tuple[str, str]] = {
     EventKind.MIGRATED: ("info", "guest_migrated"),
     EventKind.RETURNED: ("info", "guest_returned"),
     EventKind.LEFTOVER: ("error", "create_leftover"),
+    EventKind.WAITING: ("info", "guest_waiting"),
+    EventKind.WAITING_TOO_LONG: ("error", "precondition_timeout"),
 }
 
 
@@ -85,6 +94,7 @@ class EventSink:
                 "create_ok", guest=action.name, file=action.path, seconds=round(result.duration, 2)
             )
             return
+        hint = hints.remedy(result.stderr_tail)
         self.log.error(
             "create_failed",
             guest=action.name,
@@ -93,6 +103,7 @@ class EventSink:
             timed_out=result.timed_out,
             stderr=result.stderr_tail.strip(),
             xl_log=xl_log_path(action.name),
+            **({} if hint is None else {"hint": hint}),
         )
         self.retry(action.name, memory, now)
 

@@ -136,6 +136,9 @@ class GuestMemory:
     uncertain        why its hold or migrated mark may have been lost (a damaged
                      state file); never created while set, until hold, release or
                      accept-state
+    waiting_since    first pass of the current wait for a missing disk, kernel,
+                     ramdisk or bridge (`preconditions`); None when not waiting
+    waiting_reported that wait outlasted `precondition_timeout` and was reported
     """
 
     attempts: int = 0
@@ -155,6 +158,8 @@ class GuestMemory:
     leftover_domid: int | None = None
     absent_at: float | None = None
     uncertain: str | None = None
+    waiting_since: float | None = None
+    waiting_reported: bool = False
 
 
 _FRESH_GUEST = GuestMemory()
@@ -204,6 +209,8 @@ GUEST_TIME_FIELDS: Mapping[str, TimeBounds] = {
     "last_failure_at": lambda s: (None, 0.0),
     # Counts towards forgetting a name with no file; never in the future.
     "absent_at": lambda s: (None, 0.0),
+    # Counts towards precondition_timeout; never in the future.
+    "waiting_since": lambda s: (None, 0.0),
 }
 MEMORY_TIME_FIELDS: Mapping[str, TimeBounds] = {
     # start_delay counts from a create that started, at the latest, now.
@@ -221,7 +228,7 @@ class GuestPhase(enum.StrEnum):
     DRIFT = "drift"  # running, but its file changed since we created it
     CREATING = "creating"  # an `xl create` is in flight
     PENDING = "pending"  # missing; a create is planned now or as soon as a slot frees
-    WAITING = "waiting"  # missing; waits for lower `order` guests or `start_delay`
+    WAITING = "waiting"  # missing; waits for lower `order` guests, `start_delay` or a disk/bridge
     GRACE = "grace"  # missing; inside `missing_grace` after having been seen running
     BACKOFF = "backoff"  # missing; failed, next try at `next_retry`
     FAILED = "failed"  # gave up after `give_up_after` failures
@@ -273,6 +280,8 @@ class EventKind(enum.StrEnum):
     MIGRATED = "migrated"  # left by live migration
     RETURNED = "returned"  # a migrated guest runs here again
     LEFTOVER = "leftover"  # a failed create left its domain listed paused
+    WAITING = "waiting"  # a disk, kernel, ramdisk or bridge it needs is missing
+    WAITING_TOO_LONG = "precondition_timeout"  # still waiting after `precondition_timeout`
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from xenreconcile.clock import from_epoch
 from xenreconcile.config import Config
 from xenreconcile.guestdir import GuestDirScanner
 from xenreconcile.models import CreateResult, DesiredState, Domain, Memory, Plan, PlannerSettings
+from xenreconcile.preflight import Preflight
 from xenreconcile.xl import ToolstackError, UnreadRow, XlListRowsError, XlRunner
 
 
@@ -39,13 +40,15 @@ def xl_command(config: Config) -> list[str]:
 @dataclass(frozen=True)
 class Observation:
     """What one pass saw: the desired state and the listing (None: it failed,
-    `error` says why; rows it could not read in `unread_rows`)."""
+    `error` says why; rows it could not read in `unread_rows`), and what each
+    guest still waits for (`unmet`, see `preflight`)."""
 
     desired: DesiredState
     listing: tuple[Domain, ...] | None
     error: str | None = None
     unread_rows: tuple[UnreadRow, ...] = ()
     suspects: Mapping[str, str] = field(default_factory=dict)
+    unmet: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def shown_error(self) -> str | None:
@@ -56,11 +59,14 @@ class Observation:
 class PassInputs:
     """The scanner and runner of one config, and the pass built from them."""
 
-    def __init__(self, config: Config, runner: Runner | None = None) -> None:
+    def __init__(
+        self, config: Config, runner: Runner | None = None, preflight: Preflight | None = None
+    ) -> None:
         self.config = config
         self.scanner = GuestDirScanner(
             config.guests_dir, strict_permissions=config.strict_permissions
         )
+        self.preflight = preflight or Preflight(self.scanner.checked_bytes)
         self.runner: Runner = runner or XlRunner(
             xl_command(config),
             list_timeout=config.list_timeout,
@@ -73,15 +79,16 @@ class PassInputs:
         return self.config.planner_settings()
 
     def observe(self) -> Observation:
-        """Scan the guests directory and list the domains."""
+        """Scan the guests directory, look for the guests' needs, list the domains."""
         desired = self.scanner.scan()
+        unmet = self.preflight.unmet(desired)
         try:
-            return Observation(desired, self.runner.list())
+            return Observation(desired, self.runner.list(), unmet=unmet)
         except XlListRowsError as exc:
             suspects = partial.suspects(desired, exc.rows)
-            return Observation(desired, exc.domains, None, exc.rows, suspects)
+            return Observation(desired, exc.domains, None, exc.rows, suspects, unmet)
         except ToolstackError as exc:
-            return Observation(desired, None, str(exc))
+            return Observation(desired, None, str(exc), unmet=unmet)
 
     def loaded_memory(self, on_disk: Memory, offset: float, now: float) -> Memory:
         """Given memory as saved (epoch seconds), the offset of the wall clock to
@@ -108,5 +115,6 @@ class PassInputs:
             now,
             self.settings,
             suspects=seen.suspects,
+            unmet=seen.unmet,
             starting=starting,
         )

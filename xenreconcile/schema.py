@@ -315,8 +315,8 @@ class Config:
         600.0,
         "A guest whose disk, `kernel`, `ramdisk` or vif `bridge` does not exist yet "
         "waits for it, with no create and no failure counted; after this long it is "
-        "also reported as a problem and notified once. Not acted on yet: read and "
-        "checked only.",
+        "also reported as a problem and notified once, and no longer keeps guests of a "
+        "higher `order` waiting. A missing cdrom image never blocks.",
     )
     guests: dict[str, GuestOverride] = named_sections(
         GuestOverride,
@@ -350,6 +350,7 @@ class PlannerSettings:
     stable_after: float = _config_default("stable_after")
     backoff: Backoff = _config_default("backoff")
     guests: dict[str, GuestOverride] = _config_default("guests")
+    precondition_timeout: float = _config_default("precondition_timeout")
 
     def override(self, name: str) -> GuestOverride:
         """The per-guest settings of `name`, or the (shared, immutable) defaults."""
