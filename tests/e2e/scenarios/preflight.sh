@@ -56,7 +56,16 @@ write_needy_guest() {
 
 add_bridge() { ip link add "$1" type bridge && ip link set "$1" up; }
 
+# What a Dom0 with udev has and the lab's has not: the hotplug scripts' lock (locking.sh)
+# stats /dev/stdin, and a file disk needs a loop device.
+dom0_like_udev() {
+  [ -e /dev/stdin ] || ln -s /proc/self/fd/0 /dev/stdin
+  [ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
+  modprobe -q loop
+}
+
 p0_lab() {
+  dom0_like_udev
   mkdir -p /tmp/p0
   add_bridge xrlab0
   truncate -s 16M $DISKS/p0.img
@@ -66,6 +75,7 @@ p0_lab() {
     pass "P0.lab xl creates a guest with a file disk and a vif on a bridge"
   else
     fail "P0.lab xl create with a file disk and a bridged vif: $(grep -E 'error' /tmp/p0/create.out | head -3 | tr '\n' ' ')"
+    info "P0 hotplug log: $(tail -5 /var/log/xen/xen-hotplug.log 2>/dev/null | tr '\n' ' ')"
   fi
   info "P0 interfaces:$(awk -F: 'NR > 2 { printf " %s", $1 }' /proc/net/dev)"
   xl destroy p0 2>/dev/null
