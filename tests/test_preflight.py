@@ -10,7 +10,7 @@ from xenreconcile.models import DesiredGuest, DesiredState
 from xenreconcile.preflight import Preflight, linux_interfaces, parse_ifconfig_list
 from xenreconcile.simxl import wait_until as wait_for
 
-# `ifconfig -l` on a FreeBSD 14 Dom0 set up as the Handbook says (recorded).
+# `ifconfig -l` as FreeBSD prints it on a Dom0 set up as the Handbook says.
 FREEBSD_IFCONFIG_L = "em0 lo0 bridge0 xnb1.0 xnb2.0\n"
 
 

@@ -293,7 +293,8 @@ class Config:
     notify_command: tuple[str, ...] = argv(
         "Program and arguments (a list, no shell) run when a guest gives up, first "
         "fails after running, recovers, a failed create leaves its domain behind "
-        "paused, or it has waited precondition_timeout for a disk or bridge, and at start while a damaged state file left guests uncertain; it "
+        "paused, or it has waited precondition_timeout for a disk or bridge, and at "
+        "start while a damaged state file left guests uncertain; it "
         "gets XR_GUEST, XR_EVENT and XR_ERROR in its environment. "
         "Empty: no notifications.",
         example="[/usr/local/libexec/xr-notify, --mail, root]",
