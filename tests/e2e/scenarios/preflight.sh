@@ -24,7 +24,7 @@ log_level: info
 interval: $INTERVAL
 missing_grace: 5
 stable_after: 8
-xl_timeout: 60
+xl_timeout: 300
 precondition_timeout: 600
 YAML
 }
@@ -47,6 +47,8 @@ field_is() { [ "$(field "$1" "$2")" = "$3" ]; }
 detail_has() { field "$1" detail | grep -q -F "$2"; }
 log_has() { grep -q -E "$1" $LOG 2>/dev/null; }
 failed_creates() { grep -c "event=create_failed guest=$1 " $LOG 2>/dev/null; }
+# built and running: xl lists a domain paused (--p---) while it builds it
+running() { xl list "$1" 2>/dev/null | awk 'NR == 2 { exit ($5 ~ /p/) }' && listed "$1"; }
 
 # write_needy_guest NAME DISK BRIDGE: a lab guest with one file disk and one vif
 write_needy_guest() {
@@ -84,7 +86,7 @@ p0_lab() {
 
 p1_disk_appears() {
   check P1.waiting "diskwait is waiting while its disk file is missing" \
-    wait_until 30 field_is diskwait state waiting
+    wait_until 90 field_is diskwait state waiting
   check P1.detail "status says what it waits for" detail_has diskwait "waiting for $DISKS/diskwait.img"
   check P1.logged "the log says the guest waits" log_has "event=guest_waiting guest=diskwait "
   # the disk file appears 20 s after the daemon started
@@ -94,16 +96,16 @@ p1_disk_appears() {
     [ "$(creates_since diskwait "$T0")" = 0 ]
   truncate -s 16M $DISKS/diskwait.img
   t=$(now)
-  if wait_until 60 listed diskwait; then
-    figure disk_appeared_to_listed "$(since "$t")" s
+  if wait_until 300 running diskwait; then
+    figure disk_appeared_to_running "$(since "$t")" s
     pass "P1.created diskwait created once its disk file appeared"
   else
-    fail "P1.created diskwait not listed 60 s after its disk appeared: $(field diskwait last_error)"
+    fail "P1.created diskwait not running 300 s after its disk appeared: $(field diskwait last_error)"
   fi
+  check P1.running "status says diskwait is running" wait_until 120 field_is diskwait state running
+  check P1.attempts "status counts zero failures for diskwait" field_is diskwait attempts 0
   check P1.one_create "exactly one xl create of diskwait" [ "$(creates_since diskwait "$T0")" = 1 ]
   check P1.no_failure "no failed create of diskwait logged" [ "$(failed_creates diskwait)" = 0 ]
-  check P1.attempts "status counts zero failures for diskwait" wait_until 30 field_is diskwait attempts 0
-  check P1.running "status says diskwait is running" wait_until 30 field_is diskwait state running
 }
 
 p2_bridge_appears() {
@@ -113,16 +115,18 @@ p2_bridge_appears() {
     [ "$(creates_since bridgewait "$T0")" = 0 ]
   add_bridge xrbr1
   t=$(now)
-  if wait_until 60 listed bridgewait; then
-    figure bridge_added_to_listed "$(since "$t")" s
+  if wait_until 300 running bridgewait; then
+    figure bridge_added_to_running "$(since "$t")" s
     pass "P2.created bridgewait created once its bridge existed"
   else
-    fail "P2.created bridgewait not listed 60 s after its bridge appeared: $(field bridgewait last_error)"
+    fail "P2.created bridgewait not running 300 s after its bridge appeared: $(field bridgewait last_error)"
   fi
+  check P2.running "status says bridgewait is running" wait_until 120 field_is bridgewait state running
+  check P2.attempts "status counts zero failures for bridgewait" field_is bridgewait attempts 0
   check P2.one_create "exactly one xl create of bridgewait" [ "$(creates_since bridgewait "$T0")" = 1 ]
   check P2.no_failure "no failed create of bridgewait logged" [ "$(failed_creates bridgewait)" = 0 ]
   check P2.vif "bridgewait's vif is a port of xrbr1" \
-    wait_until 30 sh -c 'ls /sys/class/net/xrbr1/brif/ | grep -q vif'
+    wait_until 60 sh -c 'ls /sys/class/net/xrbr1/brif/ | grep -q vif'
 }
 
 echo "EXPECT-BOOTS 1"
@@ -139,6 +143,7 @@ T0=$(now)
 start_daemon
 p1_disk_appears
 p2_bridge_appears
+refresh
 python3 "$E2E_DIR/statusq.py" table < /tmp/status.json | sed 's/^/INFO status: /'
 stop_daemon
 info "xl list: $(domains | tr '\n' ' ')"
