@@ -117,6 +117,9 @@ def test_daemon_waits_for_a_disk_then_creates_with_no_failure(tmp_path: Path) ->
         status = run.cli("status")
         assert "waiting" in status.stdout
         assert f"waiting for {disk}" in status.stdout
+        check = run.cli("check")
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert f"wait  web  {run.guests_dir / 'web.cfg'}: waiting for {disk}" in check.stdout
         disk.parent.mkdir()
         disk.write_bytes(b"")
         wait_for(lambda: "web" in run.running(), 15, "the guest to be created")
