@@ -21,14 +21,15 @@ import yaml
 from xenreconcile.simxl import SimXl, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
+# Its kernel, disk and bridge exist on any Linux host: the daemon waits for missing ones.
 GUEST_CFG = (
     'name = "{name}"\n'
     'type = "pv"\n'
-    'kernel = "/boot/vmlinuz"\n'
+    'kernel = "/dev/null"\n'
     "memory = 128\n"
     "vcpus = 1\n"
-    "disk = [ 'phy:/dev/vg0/{name},xvda,w' ]\n"
-    "vif = [ 'bridge=xenbr0' ]\n"
+    "disk = [ 'phy:/dev/null,xvda,w' ]\n"
+    "vif = [ 'bridge=lo' ]\n"
     'on_crash = "destroy"\n'
 )
 

@@ -33,7 +33,8 @@ from xenreconcile.state import Boot
 from xenreconcile.xl import ToolstackError
 
 EPOCH = 1_700_000_000.0
-CFG = 'name = "{name}"\ntype = "pv"\nkernel = "/boot/vmlinuz"\nmemory = 128\n# edit {edit}\n'
+# A kernel path that exists on every host: the daemon waits for a missing one.
+CFG = 'name = "{name}"\ntype = "pv"\nkernel = "/dev/null"\nmemory = 128\n# edit {edit}\n'
 
 
 @dataclass(frozen=True)

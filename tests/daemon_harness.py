@@ -21,7 +21,8 @@ import yaml
 from xenreconcile.simxl import SimXl
 from xenreconcile.simxl import wait_until as wait_for
 
-GUEST_CFG = 'name = "{name}"\ntype = "pv"\nkernel = "/boot/vmlinuz"\nmemory = 128\nvcpus = 1\n'
+# A kernel path that exists on every host: the daemon waits for a missing one.
+GUEST_CFG = 'name = "{name}"\ntype = "pv"\nkernel = "/dev/null"\nmemory = 128\nvcpus = 1\n'
 
 
 class DaemonRun:

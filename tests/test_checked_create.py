@@ -16,7 +16,8 @@ from xenreconcile.models import CreateAction, CreateResult, DesiredState
 from xenreconcile.simxl import SimXl
 from xenreconcile.xl import NOT_RUN, STDIN_PATH, XlRunner, create_checked
 
-GOOD = 'name = "good"\ntype = "pv"\nkernel = "/boot/vmlinuz"\nmemory = 128\n'
+# A kernel path that exists on every host: the daemon waits for a missing one.
+GOOD = 'name = "good"\ntype = "pv"\nkernel = "/dev/null"\nmemory = 128\n'
 EVIL = 'name = "evil"\ntype = "pv"\nbootloader = "/home/mallory/rootkit"\nmemory = 128\n'
 
 

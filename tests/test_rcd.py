@@ -556,7 +556,8 @@ def test_real_daemon_under_the_rc_script(services: Callable[..., Service], tmp_p
     sim = simxl.SimXl(world / "xl-state")
     (world / "bin").mkdir()
     xl = sim.write_wrapper(world / "bin" / "xl")
-    cfg = simxl.write_cfg(guests / "web.cfg", "web")
+    # A kernel path that exists on every host: the daemon waits for a missing one.
+    cfg = simxl.write_cfg(guests / "web.cfg", "web", kernel="/dev/null")
     cfg.chmod(0o644)
     log = world / "xenreconcile.log"
     config = (

@@ -52,7 +52,8 @@ GOOD = [f"good{i}" for i in range(6)]
 FAILING = [f"bad{i}" for i in range(6)]
 HOLD_POOL = ["good0", "good1", "bad0", "bad1"]
 MIGRATED = "mover"
-CFG = 'name = "{name}"\ntype = "pv"\nkernel = "/boot/vmlinuz"\nmemory = 128\n'
+# A kernel path that exists on every host: the daemon waits for a missing one.
+CFG = 'name = "{name}"\ntype = "pv"\nkernel = "/dev/null"\nmemory = 128\n'
 
 
 class Kill9Failure(AssertionError):

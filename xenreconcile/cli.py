@@ -42,7 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--brief", action="store_true", help="one line: guests running / desired, the problems"
     )
-    commands.add_parser("check", help="validate the config and every guest cfg")
+    commands.add_parser(
+        "check", help="validate the config and every guest cfg; list missing disks and bridges"
+    )
+    commands.add_parser("doctor", help="check this Dom0 as the Handbook sets it up, with fixes")
     plan = commands.add_parser("plan", help="what the next pass would do, doing nothing")
     plan.add_argument("--json", action="store_true", help="print the plan document as JSON")
     hold = commands.add_parser("hold", help="never create NAME until released")

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from xenreconcile import budget, control, hostshutdown, liveness, logs, report, saves
+from xenreconcile import budget, control, doctor, hostshutdown, liveness, logs, report, saves
 from xenreconcile.clock import Instant
 from xenreconcile.config import Config, ConfigError, load_config
 from xenreconcile.daemon import STATUS_FILE, Daemon
@@ -182,8 +182,11 @@ def cmd_plan(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_check(config: Config, args: argparse.Namespace) -> int:
-    """`check`: the config is valid (or we would not be here); validate every cfg."""
-    desired = PassInputs(config).scanner.scan()
+    """`check`: the config is valid (or we would not be here); validate every cfg,
+    and name what each guest would wait for (not a problem: the daemon waits)."""
+    inputs = PassInputs(config)
+    desired = inputs.scanner.scan()
+    unmet = inputs.preflight.unmet(desired)
     problems = 0
     state_problem = unsafe_path_problem(config.state_dir, trusted_uids())
     if state_problem is not None:
@@ -200,7 +203,11 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
         print(f"duplicate guest name {name!r} in: {', '.join(paths)}")
         problems += 1
     for guest in desired.guests:
-        print(f"ok  {guest.name}  {guest.path}")
+        waits = unmet.get(guest.name)
+        if waits:
+            print(f"wait  {guest.name}  {guest.path}: waiting for {', '.join(waits)}")
+        else:
+            print(f"ok  {guest.name}  {guest.path}")
     for message in drain_warnings(config, desired.guests):
         warn(message)
     if problems:
@@ -220,6 +227,16 @@ def drain_warnings(config: Config, guests: Sequence[DesiredGuest]) -> list[str]:
             "when this host goes down (see the README's Linux quickstart)"
         )
     return found
+
+
+def cmd_doctor(config: Config, args: argparse.Namespace) -> int:
+    """`doctor`: this Dom0's checklist, OK / WARN / FAIL per line with the fix;
+    0 when nothing FAILs."""
+    inputs = PassInputs(config)
+    needs = inputs.preflight.needs(inputs.scanner.scan())
+    findings = doctor.host_findings({name: need.bridges for name, need in needs.items()})
+    print(doctor.render(findings))
+    return doctor.exit_code(findings)
 
 
 def cmd_request(config: Config, args: argparse.Namespace) -> int:
@@ -270,6 +287,7 @@ COMMANDS = {
     "status": cmd_status,
     "plan": cmd_plan,
     "check": cmd_check,
+    "doctor": cmd_doctor,
     "hold": cmd_request,
     "release": cmd_request,
     "retry": cmd_request,

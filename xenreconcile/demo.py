@@ -25,7 +25,7 @@ from typing import IO
 from xenreconcile.simxl import SimXl, wait_for
 
 GUESTS = ("web", "db", "mail")
-CFG = 'name = "{name}"\ntype = "pv"\nkernel = "/boot/vmlinuz"\nmemory = {memory}\nvcpus = 1\n'
+CFG = 'name = "{name}"\ntype = "pv"\nkernel = "{kernel}"\nmemory = {memory}\nvcpus = 1\n'
 CONFIG = """\
 guests_dir: {root}/guests
 xl: {root}/bin/xl
@@ -61,6 +61,9 @@ class Demo:
         self.root = root
         (root / "guests").mkdir(mode=0o755)
         (root / "bin").mkdir()
+        # The daemon waits for a guest's kernel to exist: the demo's guests have one.
+        self.kernel = root / "vmlinuz"
+        self.kernel.write_bytes(b"")
         self.sim = SimXl(root / "xl-state")
         self.xl = self.sim.write_wrapper(root / "bin" / "xl")
         self.config = root / "xenreconcile.yaml"
@@ -74,7 +77,7 @@ class Demo:
     def add_guest(self, name: str, memory: int = 256) -> None:
         """Drop a cfg in atomically, as an admin's `cp` + `mv` would."""
         temp = self.root / "guests" / f".{name}.tmp"
-        temp.write_text(CFG.format(name=name, memory=memory), encoding="utf-8")
+        temp.write_text(CFG.format(name=name, memory=memory, kernel=self.kernel), encoding="utf-8")
         temp.chmod(0o644)
         os.replace(temp, self.root / "guests" / f"{name}.cfg")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from xenreconcile import hints
 from xenreconcile.models import (
     CreateAction,
     CreateResult,
@@ -32,6 +33,7 @@ NOTIFY_EVENTS = {
     EventKind.RECOVERED,
     EventKind.LEFTOVER,
     EventKind.STOPPED,
+    EventKind.WAITING_TOO_LONG,
 }
 UNREADABLE_ROWS_EVENT = "xl_list_rows_unreadable"  # logged and notified once per change
 EVENT_LOG: dict[EventKind, tuple[str, str]] = {
@@ -46,6 +48,8 @@ EVENT_LOG: dict[EventKind, tuple[str, str]] = {
     EventKind.LEFTOVER: ("error", "create_leftover"),
     EventKind.EXITED: ("info", "guest_exited"),
     EventKind.STOPPED: ("warning", "guest_stopped"),
+    EventKind.WAITING: ("info", "guest_waiting"),
+    EventKind.WAITING_TOO_LONG: ("error", "precondition_timeout"),
 }
 
 
@@ -96,6 +100,7 @@ class EventSink:
                 "create_ok", guest=action.name, file=action.path, seconds=round(result.duration, 2)
             )
             return
+        hint = hints.remedy(result.stderr_tail)
         self.log.error(
             "create_failed",
             guest=action.name,
@@ -104,6 +109,7 @@ class EventSink:
             timed_out=result.timed_out,
             stderr=result.stderr_tail.strip(),
             xl_log=xl_log_path(action.name),
+            **({} if hint is None else {"hint": hint}),
         )
         self.retry(action.name, memory, now)
 

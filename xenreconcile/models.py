@@ -150,6 +150,9 @@ class GuestMemory:
     crashes, last_crash_at  crashes and watchdog resets within `exits`' window
     ended_domid      domid of the last life whose end was settled: a domain still listed
                      under it, dying or nameless, is a zombie that blocks a create
+    waiting_since    first pass of the current wait for a missing disk, kernel,
+                     ramdisk or bridge (`preconditions`); None when not waiting
+    waiting_reported that wait outlasted `precondition_timeout` and was reported
     """
 
     attempts: int = 0
@@ -179,6 +182,8 @@ class GuestMemory:
     crashes: int = 0
     last_crash_at: float | None = None
     ended_domid: int | None = None
+    waiting_since: float | None = None
+    waiting_reported: bool = False
 
 
 _FRESH_GUEST = GuestMemory()
@@ -231,6 +236,8 @@ GUEST_TIME_FIELDS: Mapping[str, TimeBounds] = {
     # When the last end was noticed, and the last crash: never in the future.
     "exit_at": lambda s: (None, 0.0),
     "last_crash_at": lambda s: (None, 0.0),
+    # Counts towards precondition_timeout; never in the future.
+    "waiting_since": lambda s: (None, 0.0),
 }
 MEMORY_TIME_FIELDS: Mapping[str, TimeBounds] = {
     # start_delay counts from a create that started, at the latest, now.
@@ -248,7 +255,7 @@ class GuestPhase(enum.StrEnum):
     DRIFT = "drift"  # running, but its file changed since we created it
     CREATING = "creating"  # an `xl create` is in flight
     PENDING = "pending"  # missing; a create is planned now or as soon as a slot frees
-    WAITING = "waiting"  # missing; waits for lower `order` guests or `start_delay`
+    WAITING = "waiting"  # missing; waits for lower `order` guests, `start_delay` or a disk/bridge
     GRACE = "grace"  # missing; inside `missing_grace` after having been seen running
     BACKOFF = "backoff"  # missing; failed, next try at `next_retry`
     FAILED = "failed"  # gave up after `give_up_after` failures
@@ -314,6 +321,8 @@ class EventKind(enum.StrEnum):
     LEFTOVER = "leftover"  # a failed create left its domain listed paused
     EXITED = "exited"  # how a life ended is known (reason in the event)
     STOPPED = "stopped"  # kept down (by `stop` or the guest's restart policy)
+    WAITING = "waiting"  # a disk, kernel, ramdisk or bridge it needs is missing
+    WAITING_TOO_LONG = "precondition_timeout"  # still waiting after `precondition_timeout`
 
 
 @dataclass(frozen=True, slots=True)

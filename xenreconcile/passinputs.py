@@ -21,6 +21,7 @@ from xenreconcile.config import Config
 from xenreconcile.createlock import xl_lockfile
 from xenreconcile.guestdir import GuestDirScanner
 from xenreconcile.models import CreateResult, DesiredState, Domain, Memory, Plan, PlannerSettings
+from xenreconcile.preflight import Preflight
 from xenreconcile.restore import LifecycleRunner
 from xenreconcile.state import Boot, read_boot
 from xenreconcile.xl import ToolstackError, UnreadRow, XlListRowsError, XlRunner
@@ -43,7 +44,8 @@ def xl_command(config: Config) -> list[str]:
 @dataclass(frozen=True)
 class Observation:
     """What one pass saw: the desired state and the listing (None: it failed,
-    `error` says why; rows it could not read in `unread_rows`)."""
+    `error` says why; rows it could not read in `unread_rows`), and what each
+    guest still waits for (`unmet`, see `preflight`)."""
 
     desired: DesiredState
     listing: tuple[Domain, ...] | None
@@ -51,6 +53,7 @@ class Observation:
     unread_rows: tuple[UnreadRow, ...] = ()
     suspects: Mapping[str, str] = field(default_factory=dict)
     listed_at: float = 0.0  # epoch seconds just before the listing was asked for
+    unmet: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def shown_error(self) -> str | None:
@@ -66,6 +69,7 @@ class PassInputs:
         config: Config,
         runner: Runner | None = None,
         boot_reader: Callable[[], Boot] = read_boot,
+        preflight: Preflight | None = None,
     ) -> None:
         self.config = config
         self.boot_reader = boot_reader
@@ -73,6 +77,7 @@ class PassInputs:
         self.scanner = GuestDirScanner(
             config.guests_dir, strict_permissions=config.strict_permissions
         )
+        self.preflight = preflight or Preflight(self.scanner.checked_bytes)
         self.runner: Runner = runner or XlRunner(
             xl_command(config),
             list_timeout=config.list_timeout,
@@ -101,16 +106,19 @@ class PassInputs:
         return self.config.planner_settings()
 
     def observe(self) -> Observation:
-        """Scan the guests directory and list the domains."""
+        """Scan the guests directory, look for the guests' needs, list the domains."""
         desired = self.scanner.scan()
+        unmet = self.preflight.unmet(desired)
         listed_at = time.time()
         try:
-            return Observation(desired, self.runner.list(), listed_at=listed_at)
+            return Observation(desired, self.runner.list(), listed_at=listed_at, unmet=unmet)
         except XlListRowsError as exc:
             suspects = partial.suspects(desired, exc.rows)
-            return Observation(desired, exc.domains, None, exc.rows, suspects, listed_at)
+            return Observation(
+                desired, exc.domains, None, exc.rows, suspects, listed_at=listed_at, unmet=unmet
+            )
         except ToolstackError as exc:
-            return Observation(desired, None, str(exc))
+            return Observation(desired, None, str(exc), unmet=unmet)
 
     def loaded_memory(self, on_disk: Memory, offset: float, now: float) -> Memory:
         """Given memory as saved (epoch seconds), the offset of the wall clock to
@@ -140,5 +148,6 @@ class PassInputs:
             suspects=seen.suspects,
             lives=exits.read_lives(exits.log_dir(), wanted),
             withheld=bootgate.withheld(self.config, seen.desired, self.boot),
+            unmet=seen.unmet,
             starting=starting,
         )

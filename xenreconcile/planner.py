@@ -22,6 +22,11 @@ Decisions, for a desired guest that is not listed under its own name:
   backoff, migrated, stale, dying, duplicate or invalid does not block the next
   group, otherwise one guest with a bad disk would keep all later groups down
   for as long as it keeps failing.
+* Preconditions: a guest that could be created now but whose disk, kernel,
+  ramdisk or bridge is missing (`unmet`, gathered by `preflight`) is WAITING
+  "waiting for PATH": no create, no failure, no backoff. Once it has waited
+  `precondition_timeout` it is reported once (WAITING_TOO_LONG) and no longer
+  keeps guests of a higher order waiting (like a guest that has had its try).
 * Concurrency: in-flight creates plus new creates never exceed `concurrency`;
   the lowest order goes first, then the name. With `start_delay` > 0 at most one
   create per pass, and none before `last_create_at + start_delay`.
@@ -136,6 +141,7 @@ class _Pass:
     lives: Mapping[str, Life | None] = field(default_factory=dict)
     nameless: tuple[Domain, ...] = ()
     withheld: Mapping[str, str] = field(default_factory=dict)
+    unmet: Mapping[str, Sequence[str]] = field(default_factory=dict)
     starting: bool = False
     events: list[Event] = field(default_factory=list)
     wakes: list[float] = field(default_factory=list)
@@ -175,6 +181,8 @@ class _Verdict:
     memory: GuestMemory
     state: GuestPhase | None
     detail: str | None = None
+    awaiting: bool = False  # waits for a missing precondition
+    blocks: bool = True  # may keep guests of a higher order waiting
 
 
 def plan(  # noqa: PLR0917 - the positional API the daemon and CLI share
@@ -188,6 +196,7 @@ def plan(  # noqa: PLR0917 - the positional API the daemon and CLI share
     suspects: Mapping[str, str] | None = None,
     lives: Mapping[str, Life | None] | None = None,
     withheld: Mapping[str, str] | None = None,
+    unmet: Mapping[str, Sequence[str]] | None = None,
     starting: bool = False,
 ) -> Plan:
     """Given the desired state, the toolstack listing (None: failed or not trusted),
@@ -199,7 +208,9 @@ def plan(  # noqa: PLR0917 - the positional API the daemon and CLI share
     a guest's last life ended (see `exitpolicy`). `withheld` (name -> reason)
     are guests the caller forbids to create now (the daemon stood down for the
     host's shutdown, a save image to restore first): WAITING with the reason, and
-    they block higher orders as any waiting guest does. `starting`: the caller
+    they block higher orders as any waiting guest does. `unmet` (name -> what is
+    missing) are guests whose disks, kernel, ramdisk or bridges Dom0 lacks now
+    (see `preflight`): they wait instead of being created. `starting`: the caller
     starts the plan's creates at once, so their status is CREATING (else PENDING,
     as in a dry run)."""
     flying = frozenset(in_flight)
@@ -215,6 +226,7 @@ def plan(  # noqa: PLR0917 - the positional API the daemon and CLI share
         lives=lives or {},
         nameless=tuple(d for d in listing if d.name == NULL_NAME),
         withheld=withheld or {},
+        unmet=unmet or {},
         starting=starting,
     )
     if desired.error is not None:
@@ -245,7 +257,7 @@ def _verdict(guest: DesiredGuest, gm: GuestMemory, ctx: _Pass) -> _Verdict:
     `unknown` unless a create in flight or a hold decides its state."""
     reason = ctx.suspects.get(guest.name)
     if reason is None:
-        return _judge(guest, _observe(guest, gm, ctx), ctx)
+        return _ended_wait(_judge(guest, _observe(guest, gm, ctx), ctx))
     standing = _standing(guest.name, gm, ctx.in_flight, ctx.settings)
     if standing is not None and standing[0] in _LISTING_FREE_STATES:
         return _Verdict(guest, gm, *standing)
@@ -521,7 +533,39 @@ def _judge(guest: DesiredGuest, gm: GuestMemory, ctx: _Pass) -> _Verdict:
         if ctx.now < grace_end:
             ctx.wake(grace_end)
             return _Verdict(guest, gm, GuestPhase.GRACE, "missing; within missing_grace")
-    return _Verdict(guest, gm, None)
+    return _precondition_wait(guest, gm, ctx) or _Verdict(guest, gm, None)
+
+
+def _precondition_wait(guest: DesiredGuest, gm: GuestMemory, ctx: _Pass) -> _Verdict | None:
+    """The WAITING verdict of a guest that could be created now but lacks a
+    disk, kernel, ramdisk or bridge, with the wait's start remembered; the wait
+    that reaches `precondition_timeout` is reported once. None: nothing missing."""
+    missing = ctx.unmet.get(guest.name)
+    if not missing:
+        return None
+    name = guest.name
+    detail = "waiting for " + ", ".join(missing)
+    if gm.waiting_since is None:
+        gm = replace(gm, waiting_since=ctx.now)
+        ctx.event(EventKind.WAITING, name, detail)
+    since = gm.waiting_since if gm.waiting_since is not None else ctx.now
+    deadline = since + ctx.settings.precondition_timeout
+    if ctx.now < deadline:
+        ctx.wake(deadline)
+        return _Verdict(guest, gm, GuestPhase.WAITING, detail, awaiting=True)
+    detail += f" for {ctx.now - since:.0f}s, over precondition_timeout"
+    if not gm.waiting_reported:
+        gm = replace(gm, waiting_reported=True)
+        ctx.event(EventKind.WAITING_TOO_LONG, name, detail)
+    return _Verdict(guest, gm, GuestPhase.WAITING, detail, awaiting=True, blocks=False)
+
+
+def _ended_wait(verdict: _Verdict) -> _Verdict:
+    """The verdict with a wait for preconditions forgotten once it is over."""
+    gm = verdict.memory
+    if verdict.awaiting or (gm.waiting_since is None and not gm.waiting_reported):
+        return verdict
+    return replace(verdict, memory=replace(gm, waiting_since=None, waiting_reported=False))
 
 
 def _standing(
@@ -623,7 +667,7 @@ def _schedule(
     candidates = sorted(
         (v for v in verdicts if v.state is None), key=lambda v: (order[v.guest.name], v.guest.name)
     )
-    blocking = [order[v.guest.name] for v in verdicts if v.state in BLOCKING_STATES]
+    blocking = [order[v.guest.name] for v in verdicts if _blocks(v)]
     first_order = min(blocking + [order[v.guest.name] for v in candidates], default=0)
     free = max(0, settings.concurrency - len(ctx.in_flight))
     allowed = _start_delay_allowance(free, memory, ctx)
@@ -647,12 +691,17 @@ def _schedule(
     first = sorted(
         v.guest.name
         for v in verdicts
-        if order[v.guest.name] == first_order and (v.state is None or v.state in BLOCKING_STATES)
+        if order[v.guest.name] == first_order and (v.state is None or _blocks(v))
     )
     for v in candidates[len(eligible) :]:
         detail = f"waits for order {first_order}: {', '.join(first)}"
         statuses.append(_status(v, GuestPhase.WAITING, detail))
     return creates, statuses
+
+
+def _blocks(v: _Verdict) -> bool:
+    """True when the verdict keeps guests of a higher order waiting."""
+    return v.state in BLOCKING_STATES and v.blocks
 
 
 def _start_delay_allowance(free: int, memory: Memory, ctx: _Pass) -> int:

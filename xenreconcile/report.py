@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
+from xenreconcile import hints
 from xenreconcile.clock import EPOCH_DIGITS
 from xenreconcile.models import GuestPhase, GuestStatus, Plan
 
@@ -48,6 +49,7 @@ def guest_entry(status: GuestStatus, now: float, wall_now: float) -> dict[str, A
         "next_retry": to_wall(status.next_retry, now, wall_now),
         "next_retry_in": next_in,
         "last_error": status.last_error,
+        "hint": hints.remedy(status.last_error),
         "detail": status.detail,
         "last_exit": _last_exit(status, now, wall_now),
     }
@@ -145,6 +147,7 @@ def status_table(doc: dict[str, Any]) -> str:
         )
     headers = ["GUEST", "STATE", "FILE", "ATTEMPTS", "NEXT RETRY", "LAST EXIT", "LAST ERROR"]
     out = [_table(headers, rows) if rows else "no guests"]
+    out += [f"hint for {g['name']}: {g['hint']}" for g in doc["guests"] if g.get("hint")]
     daemon = doc["daemon"]
     if not daemon["running"]:
         out.append("daemon: not running (states computed now from the files and xl list)")

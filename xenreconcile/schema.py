@@ -330,8 +330,9 @@ class Config:
     )
     notify_command: tuple[str, ...] = argv(
         "Program and arguments (a list, no shell) run when a guest gives up, first "
-        "fails after running, recovers, or a failed create leaves its domain behind "
-        "paused, and at start while a damaged state file left guests uncertain; it "
+        "fails after running, recovers, a failed create leaves its domain behind "
+        "paused, or it has waited precondition_timeout for a disk or bridge, and at "
+        "start while a damaged state file left guests uncertain; it "
         "gets XR_GUEST, XR_EVENT and XR_ERROR in its environment. "
         "Empty: no notifications.",
         example="[/usr/local/libexec/xr-notify, --mail, root]",
@@ -381,8 +382,8 @@ class Config:
         600.0,
         "A guest whose disk, `kernel`, `ramdisk` or vif `bridge` does not exist yet "
         "waits for it, with no create and no failure counted; after this long it is "
-        "also reported as a problem and notified once. Not acted on yet: read and "
-        "checked only.",
+        "also reported as a problem and notified once, and no longer keeps guests of a "
+        "higher `order` waiting. A missing cdrom image never blocks.",
     )
     metrics_listen: str | None = address(
         "Serve Prometheus metrics over HTTP at http://HOST:PORT/metrics (a bracketed "
@@ -447,6 +448,7 @@ class PlannerSettings:
     backoff: Backoff = _config_default("backoff")
     guests: dict[str, GuestOverride] = _config_default("guests")
     restart: str = _config_default("restart")
+    precondition_timeout: float = _config_default("precondition_timeout")
 
     def override(self, name: str) -> GuestOverride:
         """The per-guest settings of `name`, or the (shared, immutable) defaults."""
