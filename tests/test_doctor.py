@@ -109,7 +109,14 @@ def test_rcshutdown_timeout_against_a_drain(sysrc: Output, drain: float, level: 
 def test_rcshutdown_timeout_without_a_drain() -> None:
     """No host shutdown drain configured: there is nothing to check (no line)."""
     assert doctor.rcshutdown_timeout((0, "90\n"), None) is None
-    assert doctor.host_shutdown_drain() is None
+
+
+def test_the_freebsd_checklist_weighs_the_drain_against_rcshutdown_timeout() -> None:
+    """The drain's deadline reaches the checklist: 100 s does not fit the 90 s default."""
+    outputs = {**HANDBOOK, ("sysrc", "-n", "rcshutdown_timeout"): (0, "\n")}
+    findings = doctor.freebsd_findings(runner(outputs), NEEDED, drain=100.0, is_dir=lambda _p: True)
+    [fits] = [f for f in findings if "rcshutdown_timeout" in f.text]
+    assert fits.level is Level.FAIL and fits.fix == "sysrc rcshutdown_timeout=130"
 
 
 def test_linux_checklist() -> None:

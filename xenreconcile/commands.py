@@ -234,7 +234,8 @@ def cmd_doctor(config: Config, args: argparse.Namespace) -> int:
     0 when nothing FAILs."""
     inputs = PassInputs(config)
     needs = inputs.preflight.needs(inputs.scanner.scan())
-    findings = doctor.host_findings({name: need.bridges for name, need in needs.items()})
+    bridges = {name: need.bridges for name, need in needs.items()}
+    findings = doctor.host_findings(bridges, config.host_shutdown_timeout)
     print(doctor.render(findings))
     return doctor.exit_code(findings)
 

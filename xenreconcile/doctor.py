@@ -228,9 +228,14 @@ def proc_xen(capabilities: str | None) -> Finding:
 
 
 def freebsd_findings(
-    run: Run, needed: Mapping[str, Iterable[str]], *, is_dir: Callable[[str], bool] = os.path.isdir
+    run: Run,
+    needed: Mapping[str, Iterable[str]],
+    *,
+    drain: float | None = None,
+    is_dir: Callable[[str], bool] = os.path.isdir,
 ) -> list[Finding]:
-    """The FreeBSD checklist, with commands run through `run`."""
+    """The FreeBSD checklist, with commands run through `run`; `drain` is the host
+    shutdown drain's deadline (`host_shutdown_timeout`), None: not checked."""
     ifconfig = run(["ifconfig", "-l"])
     present = frozenset(ifconfig[1].split()) if ifconfig is not None and ifconfig[0] == 0 else None
     findings = [
@@ -246,14 +251,8 @@ def freebsd_findings(
         *bridges(needed, present, freebsd_bridge_fix),
         xen_log_dir(is_dir(XEN_LOG_DIR)),
     ]
-    drain = rcshutdown_timeout(run(["sysrc", "-n", "rcshutdown_timeout"]), host_shutdown_drain())
-    return findings + ([drain] if drain is not None else [])
-
-
-def host_shutdown_drain() -> float | None:
-    """The seconds the host shutdown drain may take, once the daemon has one
-    (None until then: `rcshutdown_timeout` is not checked)."""
-    return None
+    fits = rcshutdown_timeout(run(["sysrc", "-n", "rcshutdown_timeout"]), drain)
+    return findings + ([fits] if fits is not None else [])
 
 
 def linux_findings(
@@ -302,9 +301,9 @@ def read_text(path: str) -> str | None:
         return None
 
 
-def host_findings(needed: Mapping[str, Iterable[str]]) -> list[Finding]:
-    """Given the bridges each guest's vifs name, this host's checklist (FreeBSD's
-    or Debian's), its commands run for real."""
+def host_findings(needed: Mapping[str, Iterable[str]], drain: float | None) -> list[Finding]:
+    """Given the bridges each guest's vifs name and the host shutdown drain's
+    deadline, this host's checklist (FreeBSD's or Debian's), its commands run for real."""
     if sys.platform.startswith("freebsd"):
-        return freebsd_findings(run_command, needed)
+        return freebsd_findings(run_command, needed, drain=drain)
     return linux_findings(run_command, needed, read_text=read_text, interfaces=linux_interfaces())
