@@ -24,7 +24,7 @@ def test_nested_sections_name_their_dataclass() -> None:
     by_key = {option.key: option for option in options(Config)}
     assert by_key["backoff"].spec.section is Backoff
     assert by_key["guests"].spec.section is GuestOverride
-    assert [child.key for child in by_key["guests"].children] == ["order", "hold"]
+    assert [child.key for child in by_key["guests"].children] == ["order", "hold", "pool_host"]
     assert {option.spec.kind for option in options(Config)} >= {Kind.SECTION, Kind.GUESTS}
 
 

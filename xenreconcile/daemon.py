@@ -35,6 +35,7 @@ from xenreconcile.keeper import DaemonError, StateKeeper
 from xenreconcile.loopqueue import Finished, Hint, LoopQueue
 from xenreconcile.models import Memory, Plan
 from xenreconcile.passinputs import Observation, PassInputs, Runner, xl_command
+from xenreconcile.poolmode import pool_agent, pool_gate
 from xenreconcile.sources import WatchSource
 from xenreconcile.state import Boot, StateStore, read_boot
 from xenreconcile.statusfile import STATUS_FILE, StatusFile
@@ -73,6 +74,7 @@ class Daemon:
         self.last_plan: Plan | None = None
         self.toolstack_failures = 0
         self.source: WatchSource | None = None
+        self.pool = pool_agent(self.config, self.clock.monotonic, self.log)
 
     @property
     def store(self) -> StateStore:
@@ -180,7 +182,8 @@ class Daemon:
             self.workers.join(lambda: None)
             self._take_messages()
             seen = self._observe()
-            final = self.inputs.plan(seen, self.memory, (), self.clock.monotonic())
+            gate = pool_gate(self.pool, seen.desired, seen.listing)
+            final = self.inputs.plan(seen, self.memory, (), self.clock.monotonic(), pool=gate)
             self.last_plan = final
             bad = [s for s in final.statuses if report.is_problem(s)]
             for status in bad:
@@ -194,7 +197,10 @@ class Daemon:
         """Scan, list, plan, start the planned creates, save. Returns the plan."""
         self.pass_due = False
         seen = self._observe()
-        plan = self.inputs.plan(seen, self.memory, set(self.in_flight), now, starting=True)
+        gate = pool_gate(self.pool, seen.desired, seen.listing)
+        plan = self.inputs.plan(
+            seen, self.memory, set(self.in_flight), now, starting=True, pool=gate
+        )
         self.memory, self.last_plan = plan.memory, plan
         for event in plan.events:
             self.sink.event(event, self.memory, now)
@@ -203,6 +209,8 @@ class Daemon:
             self.workers.start(action, self.inputs)
         failing = toolstack_delay(self.toolstack_failures, self.config.interval)
         self.next_pass_at = now + (failing if seen.listing is None else self.config.interval)
+        if self.pool is not None:  # the lease is renewed in passes
+            self.next_pass_at = min(self.next_pass_at, now + self.pool.renew_every)
         self.wake_at = plan.wake_at
         self.keeper.save(self.memory)
         self._write_status(plan, seen, now)

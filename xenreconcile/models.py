@@ -235,7 +235,8 @@ class GuestPhase(enum.StrEnum):
     UNMANAGED = "unmanaged"  # running with no file
     DUPLICATE = "duplicate"  # two or more files carry this name
     INVALID = "invalid"  # the file cannot be used
-    UNKNOWN = "unknown"  # the toolstack listing is not trusted this pass
+    UNKNOWN = "unknown"  # the toolstack listing (or, in pool mode, its claim) is not trusted
+    ELSEWHERE = "elsewhere"  # pool mode: claimed by, or running on, another host
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +286,19 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
+class PoolGate:
+    """Pool mode's word on one pass: whether the pool view is confirmed (etcd
+    answered and this host's lease is known alive; else `reason` says why), the
+    desired guests claimed by this host, and those another host claims or runs
+    (guest -> that host)."""
+
+    confirmed: bool
+    mine: frozenset[str] = frozenset()
+    elsewhere: Mapping[str, str] = field(default_factory=dict)
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class Plan:
     """What a pass decided: creates to start now, a status per guest, the updated
     memory, events to log, and `wake_at`, the earliest time at which a pass could

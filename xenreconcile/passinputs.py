@@ -18,7 +18,15 @@ from xenreconcile import partial, planner
 from xenreconcile.clock import from_epoch
 from xenreconcile.config import Config
 from xenreconcile.guestdir import GuestDirScanner
-from xenreconcile.models import CreateResult, DesiredState, Domain, Memory, Plan, PlannerSettings
+from xenreconcile.models import (
+    CreateResult,
+    DesiredState,
+    Domain,
+    Memory,
+    Plan,
+    PlannerSettings,
+    PoolGate,
+)
 from xenreconcile.xl import ToolstackError, UnreadRow, XlListRowsError, XlRunner
 
 
@@ -97,9 +105,10 @@ class PassInputs:
         now: float,
         *,
         starting: bool = False,
+        pool: PoolGate | None = None,
     ) -> Plan:
         """The planner's plan for a pass that saw `seen` (`starting`: the caller
-        starts its creates at once)."""
+        starts its creates at once; `pool`: pool mode's gate of this pass)."""
         return planner.plan(
             seen.desired,
             seen.listing,
@@ -109,4 +118,5 @@ class PassInputs:
             self.settings,
             suspects=seen.suspects,
             starting=starting,
+            pool=pool,
         )

@@ -98,6 +98,7 @@ from .models import (
     Memory,
     Plan,
     PlannerSettings,
+    PoolGate,
     split_migration_name,
 )
 
@@ -130,6 +131,7 @@ class _Pass:
     listed: dict[str, Domain]
     suspects: Mapping[str, str] = field(default_factory=dict)
     starting: bool = False
+    pool: PoolGate | None = None
     events: list[Event] = field(default_factory=list)
     wakes: list[float] = field(default_factory=list)
 
@@ -168,6 +170,7 @@ def plan(  # noqa: PLR0917 - the positional API the daemon and CLI share
     *,
     suspects: Mapping[str, str] | None = None,
     starting: bool = False,
+    pool: PoolGate | None = None,
 ) -> Plan:
     """Given the desired state, the toolstack listing (None: failed or not trusted),
     the memory, the names being created, the time and the settings, return the Plan
@@ -175,7 +178,8 @@ def plan(  # noqa: PLR0917 - the positional API the daemon and CLI share
     `suspects` (name -> reason) are guests an unreadable row of the listing could
     be: nothing is decided about them (see `partial`). `starting`: the caller
     starts the plan's creates at once, so their status is CREATING (else PENDING,
-    as in a dry run)."""
+    as in a dry run). `pool` (pool mode only): a missing guest is created only
+    when the gate is confirmed and names it this host's."""
     flying = frozenset(in_flight)
     if listing is None:
         return _untrusted_plan(desired, memory, flying, settings)
@@ -187,6 +191,7 @@ def plan(  # noqa: PLR0917 - the positional API the daemon and CLI share
         listed=listed,
         suspects=suspects or {},
         starting=starting,
+        pool=pool,
     )
     if desired.error is not None:
         return _unusable_dir_plan(desired.error, memory, ctx)
@@ -434,7 +439,22 @@ def _judge(guest: DesiredGuest, gm: GuestMemory, ctx: _Pass) -> _Verdict:
         if ctx.now < grace_end:
             ctx.wake(grace_end)
             return _Verdict(guest, gm, GuestPhase.GRACE, "missing; within missing_grace")
-    return _Verdict(guest, gm, None)
+    return _pool_verdict(guest, gm, ctx.pool) or _Verdict(guest, gm, None)
+
+
+def _pool_verdict(guest: DesiredGuest, gm: GuestMemory, gate: PoolGate | None) -> _Verdict | None:
+    """In pool mode, the state of a missing guest this host may not create now
+    (claim unconfirmed, held elsewhere, or not yet claimed); None: create it."""
+    if gate is None:
+        return None
+    if not gate.confirmed:
+        return _Verdict(guest, gm, GuestPhase.UNKNOWN, f"pool claim not confirmed: {gate.reason}")
+    other = gate.elsewhere.get(guest.name)
+    if other is not None:
+        return _Verdict(guest, gm, GuestPhase.ELSEWHERE, f"pool host {other}")
+    if guest.name not in gate.mine:
+        return _Verdict(guest, gm, GuestPhase.WAITING, "waiting for its pool claim")
+    return None
 
 
 def _standing(

@@ -1,0 +1,137 @@
+"""One pass's pool step (an adapter around the pure `placement`): keep the lease,
+publish this host's listing, read the pool, take and move claims, and return the
+planner's `PoolGate`. Only the daemon's main thread calls it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from xenreconcile.models import Domain, PoolGate
+from xenreconcile.pool import placement
+from xenreconcile.pool.fence import make_feeder
+from xenreconcile.pool.lease import LeaseClock
+from xenreconcile.pool.placement import PoolView
+from xenreconcile.pool.store import EtcdStore, StoreError
+from xenreconcile.schema import Config
+
+
+class Store(Protocol):
+    """What the agent needs from etcd (`store.EtcdStore`)."""
+
+    def grant(self, ttl: float) -> int: ...
+    def refresh(self, lease: int) -> bool: ...
+    def publish(self, host: str, names: frozenset[str], lease: int) -> None: ...
+    def read(self) -> PoolView: ...
+    def claim(self, guest: str, host: str) -> bool: ...
+    def move(self, guest: str, old: str, new: str) -> bool: ...
+    def free(self, guest: str, old: str) -> bool: ...
+
+
+class PoolAgent:
+    """The pool member `config.pool.host`, talking to etcd through `store`;
+    `clock` is monotonic seconds; `on_renewed` runs after each confirmed renewal
+    (the fence feed)."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        clock: Callable[[], float],
+        log: Any,
+        on_renewed: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.settings = config.pool
+        self.me = config.pool.host
+        self.preferred = {n: g.pool_host for n, g in config.guests.items() if g.pool_host}
+        self.store = store
+        self.clock = clock
+        self.log = log
+        self.on_renewed = on_renewed
+        self.lease = LeaseClock(config.pool.lease_ttl)
+        self.lease_id: int | None = None
+        self.last_view: PoolView | None = None
+        self.last_error: str | None = None
+        self._conflicts: set[tuple[str, str]] = set()
+
+    @property
+    def renew_every(self) -> float:
+        """The longest time between two pool steps."""
+        return self.lease.renew_every
+
+    def gate(self, desired: frozenset[str], listing: tuple[Domain, ...] | None) -> PoolGate:
+        """Given the desired guest names and this pass's listing (None: untrusted),
+        do the pool step and return the gate; unconfirmed on any etcd problem or
+        when the lease is not known alive once the step is done."""
+        try:
+            self._keep_lease()
+            if listing is not None and self.lease_id is not None:
+                self.store.publish(self.me, placement.published(listing), self.lease_id)
+            view = self.store.read()
+            won = self._claim(desired, listing, view) if listing is not None else set()
+        except StoreError as exc:
+            return self._unconfirmed(f"etcd: {exc}")
+        self.last_view = view
+        if not self.lease.known_alive(self.clock()):
+            return self._unconfirmed("this host's pool lease is not known to be alive")
+        self._settled()
+        return placement.gate(self.me, desired, view, won)
+
+    def _keep_lease(self) -> None:
+        """Grant a lease if there is none, renew it when due; feed the fence on success."""
+        sent = self.clock()
+        if self.lease_id is not None and not self.lease.renewal_due(sent):
+            return
+        if self.lease_id is not None and self.store.refresh(self.lease_id):
+            self.lease.confirmed(sent)
+            self.on_renewed()
+            return
+        if self.lease_id is not None:
+            self.log.warning("pool_lease_lost", host=self.me)
+            self.lease.lost()
+        self.lease_id = self.store.grant(self.settings.lease_ttl)
+        self.lease.confirmed(sent)
+        self.on_renewed()
+
+    def _claim(
+        self, desired: frozenset[str], listing: tuple[Domain, ...], view: PoolView
+    ) -> set[str]:
+        """Take and move the claims `placement.decide` asks for; the guests won."""
+        here = placement.running_here(listing)
+        decisions = placement.decide(self.me, desired, here, view, self.preferred)
+        won = {g for g in decisions.take if self.store.claim(g, self.me)}
+        for guest, old in decisions.move:
+            if self.store.move(guest, old, self.me):
+                won.add(guest)
+                self.log.info("pool_claim_moved", guest=guest, source=old, host=self.me)
+        for guest in sorted(won - set(dict(decisions.move))):
+            self.log.info("pool_claimed", guest=guest, host=self.me)
+        self._report_conflicts(set(decisions.conflicts))
+        return won
+
+    def _report_conflicts(self, conflicts: set[tuple[str, str]]) -> None:
+        for guest, holder in sorted(conflicts - self._conflicts):
+            self.log.error(
+                "pool_conflict",
+                guest=guest,
+                holder=holder,
+                host=self.me,
+                error=f"{guest} runs here and on pool host {holder}",
+            )
+        self._conflicts = conflicts
+
+    def _unconfirmed(self, reason: str) -> PoolGate:
+        if reason != self.last_error:
+            self.log.warning("pool_unconfirmed", host=self.me, error=reason)
+        self.last_error = reason
+        return PoolGate(False, reason=reason)
+
+    def _settled(self) -> None:
+        if self.last_error is not None:
+            self.log.info("pool_confirmed", host=self.me)
+        self.last_error = None
+
+
+def make_agent(config: Config, clock: Callable[[], float], log: Any) -> PoolAgent:
+    """The agent of `config` (pool mode configured) with its etcd store and fence."""
+    return PoolAgent(config, EtcdStore(config.pool), clock, log, make_feeder(config, log))
