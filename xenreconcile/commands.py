@@ -194,6 +194,18 @@ def warn(message: str) -> None:
     print(f"xenreconcile: warning: {message}", file=sys.stderr)
 
 
+def cmd_pool(config: Config, args: argparse.Namespace) -> int:
+    """`pool status [--json]` and `pool takeover HOST --yes` (docs/pool.md)."""
+    if not config.pool.enabled:
+        print(f"xenreconcile: no `pool` in {config.source or 'the config'}", file=sys.stderr)
+        return EXIT_USAGE
+    from xenreconcile.pool import cli as pool_cli  # noqa: PLC0415 - pool mode only
+
+    if args.pool_command == "takeover":
+        return pool_cli.cmd_takeover(config, args.host, args.yes)
+    return pool_cli.cmd_status(config, args.json)
+
+
 COMMANDS = {
     "run": cmd_run,
     "status": cmd_status,
@@ -203,4 +215,5 @@ COMMANDS = {
     "release": cmd_request,
     "retry": cmd_request,
     control.ACCEPT_STATE: cmd_request,
+    "pool": cmd_pool,
 }
