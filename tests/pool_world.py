@@ -51,8 +51,23 @@ class EtcdServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.client_port}"
 
-    def start(self) -> None:
-        """Start etcd (one command) and wait until it answers."""
+    def start(self, *, new_ports: bool = False) -> None:
+        """Start etcd (one command) and wait until it answers; on its first start,
+        ports another process took meanwhile are picked again (a few tries)."""
+        for _ in range(5):
+            if new_ports:
+                self.client_port, self.peer_port = free_port(), free_port()
+            self._spawn()
+            wait_for(lambda: self.healthy() or self._exited(), 30, "etcd to answer")
+            if self.healthy():
+                return
+            new_ports = new_ports or self.proc is None or self.proc.poll() is not None
+        raise RuntimeError(f"etcd did not start; see {self.root / 'etcd.log'}")
+
+    def _exited(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
+
+    def _spawn(self) -> None:
         peer = f"http://127.0.0.1:{self.peer_port}"
         assert self.program is not None
         self.proc = subprocess.Popen(
@@ -70,7 +85,6 @@ class EtcdServer:
             stdout=subprocess.DEVNULL,
             stderr=open(self.root / "etcd.log", "ab"),  # noqa: SIM115 - lives with the process
         )
-        wait_for(self.healthy, 30, "etcd to answer")
 
     def healthy(self) -> bool:
         try:
@@ -164,7 +178,15 @@ class TcpProxy:
 class Host:
     """One Dom0 of the pool: its simulated xl, its daemon, its proxy to etcd."""
 
-    def __init__(self, root: Path, name: str, guests_dir: Path, etcd: EtcdServer, **pool: Any):
+    def __init__(
+        self,
+        root: Path,
+        name: str,
+        guests_dir: Path,
+        etcd: EtcdServer,
+        config: dict[str, Any],
+        **pool: Any,
+    ) -> None:
         self.name = name
         self.proxy = TcpProxy(etcd.client_port)
         (root / name).mkdir()
@@ -176,7 +198,9 @@ class Host:
             "lease_ttl": f"{LEASE_TTL:g}s",
             **pool,
         }
-        self.run.write_config(guests_dir=str(guests_dir), pool=pool_config, log_level="info")
+        self.run.write_config(
+            guests_dir=str(guests_dir), pool=pool_config, log_level="info", **config
+        )
 
     def start(self) -> None:
         self.run.start()
@@ -244,13 +268,17 @@ class InvariantChecker:
 class Pool:
     """etcd, the hosts and the shared guests directory of one test."""
 
-    def __init__(self, root: Path, names: list[str], **pool: Any) -> None:
+    def __init__(
+        self, root: Path, names: list[str], config: dict[str, Any] | None = None, **pool: Any
+    ) -> None:
         self.root = root
         self.guests_dir = root / "shared-guests"
         self.guests_dir.mkdir(mode=0o755)
         self.etcd = EtcdServer(root)
-        self.etcd.start()
-        self.hosts = {n: Host(root, n, self.guests_dir, self.etcd, **pool) for n in names}
+        self.etcd.start(new_ports=True)
+        self.hosts = {
+            n: Host(root, n, self.guests_dir, self.etcd, config or {}, **pool) for n in names
+        }
         self.checker = InvariantChecker(list(self.hosts.values()))
 
     def add_guest(self, name: str) -> None:
@@ -269,7 +297,7 @@ class Pool:
 
     def wait_alive(self, *names: str, timeout: float = 30) -> None:
         def alive() -> bool:
-            hosts = self.pool_status(next(iter(self.hosts)))["hosts"]
+            hosts = self.pool_status(self.any_running())["hosts"]
             return all(hosts.get(n, {}).get("alive") for n in names)
 
         wait_for(alive, timeout, f"pool hosts {names} alive")
@@ -286,6 +314,19 @@ class Pool:
     def wait_placed(self, guests: list[str], timeout: float = 60) -> dict[str, str]:
         return wait_for(lambda: self.placed(guests), timeout, f"{guests} to run")
 
+    def wait_passes(self, count: int, *names: str) -> None:
+        """Wait until each host of `names` (default: every running one) ran `count`
+        passes from now: every chance to act, without a fixed sleep."""
+        since = time.time()
+        for name in names or [n for n, h in self.hosts.items() if h.run.proc is not None]:
+            self.hosts[name].run.wait_passes(count, after=since, timeout=60)
+
+    def claims(self) -> dict[str, str]:
+        return dict(self.pool_status(self.any_running())["claims"])
+
+    def any_running(self) -> str:
+        return next(n for n, h in self.hosts.items() if h.run.proc is not None)
+
     def pool_status(self, via: str) -> dict[str, Any]:
         out = self.hosts[via].run.cli("pool", "status", "--json")
         assert out.returncode == 0, out.stderr
@@ -300,9 +341,12 @@ class Pool:
 
 
 @contextlib.contextmanager
-def pool_of(root: Path, *names: str, **pool: Any) -> Iterator[Pool]:
-    """A started etcd and hosts `names` (daemons not started); everything torn down after."""
-    world = Pool(root, list(names), **pool)
+def pool_of(
+    root: Path, *names: str, config: dict[str, Any] | None = None, **pool: Any
+) -> Iterator[Pool]:
+    """A started etcd and hosts `names` (daemons not started; `config`: more keys
+    for every host, `pool`: more `pool` keys); everything torn down after."""
+    world = Pool(root, list(names), config, **pool)
     try:
         yield world
     finally:
