@@ -25,6 +25,22 @@ def test_placement_on_three_hosts_runs_each_guest_once(tmp_path: Path) -> None:
         status = pool.pool_status("a")
         assert status["claims"] == placed
         assert status["hosts"] == {h: {"alive": True} for h in "abc"}
+        for name, host in pool.hosts.items():
+            doc = host.run.status()
+            here = sorted(g for g, h in placed.items() if h == name)
+            assert doc["pool"] == {
+                "name": "testpool",
+                "host": name,
+                "confirmed": True,
+                "error": None,
+                "claimed_here": len(here),
+            }
+            states = {g["name"]: g["state"] for g in doc["guests"]}
+            assert states == {g: "running" if g in here else "elsewhere" for g in GUESTS}
+            assert doc["toolstack"]["ok"]
+        table = pool.hosts["a"].run.cli("status")
+        assert table.returncode == 0
+        assert "pool testpool: this host a" in table.stdout
         pool.checker.assert_held()
 
 

@@ -21,6 +21,7 @@ from xenreconcile.demo import run_demo
 from xenreconcile.errors import EXIT_FAILURE, EXIT_SETUP, XenreconcileError
 from xenreconcile.models import Memory, Plan
 from xenreconcile.passinputs import PassInputs
+from xenreconcile.poolmode import dry_gate, pool_line
 from xenreconcile.state import (
     StateStore,
     read_private,
@@ -93,7 +94,8 @@ def compute_plan(config: Config, in_flight: set[str], now: Instant) -> tuple[Pla
     inputs = PassInputs(config)
     seen = inputs.observe()
     memory = inputs.loaded_memory(load_memory(config), now.offset, now.monotonic)
-    return inputs.plan(seen, memory, in_flight, now.monotonic), seen.shown_error
+    gate = dry_gate(config, seen.desired)
+    return inputs.plan(seen, memory, in_flight, now.monotonic, pool=gate), seen.shown_error
 
 
 def load_memory(config: Config) -> Memory:
@@ -126,6 +128,8 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
         )
     doc = refresh_next_retry(doc, now.wall)
     print(json.dumps(doc, indent=2) if args.json else report.status_table(doc))
+    if not args.json and (line := pool_line(doc)) is not None:
+        print(line)
     settled = {s.value for s in report.SETTLED_STATES}
     ok = doc["toolstack"]["ok"] and all(g["state"] in settled for g in doc["guests"])
     return EXIT_OK if ok else EXIT_PROBLEM

@@ -33,9 +33,9 @@ from xenreconcile.guestdir import GuestDirScanner
 from xenreconcile.inbox import RequestInbox
 from xenreconcile.keeper import DaemonError, StateKeeper
 from xenreconcile.loopqueue import Finished, Hint, LoopQueue
-from xenreconcile.models import Memory, Plan
+from xenreconcile.models import Memory, Plan, PoolGate
 from xenreconcile.passinputs import Observation, PassInputs, Runner, xl_command
-from xenreconcile.poolmode import pool_agent, pool_gate
+from xenreconcile.poolmode import pool_agent, pool_gate, pool_summary
 from xenreconcile.sources import WatchSource
 from xenreconcile.state import Boot, StateStore, read_boot
 from xenreconcile.statusfile import STATUS_FILE, StatusFile
@@ -213,7 +213,7 @@ class Daemon:
             self.next_pass_at = min(self.next_pass_at, now + self.pool.renew_every)
         self.wake_at = plan.wake_at
         self.keeper.save(self.memory)
-        self._write_status(plan, seen, now)
+        self._write_status(plan, seen, now, gate)
         return plan
 
     def _observe(self) -> Observation:
@@ -261,7 +261,9 @@ class Daemon:
         if self.inbox.applied and self.keeper.save(self.memory):
             self.inbox.settle()
 
-    def _write_status(self, plan: Plan, seen: Observation, now: float) -> None:
+    def _write_status(
+        self, plan: Plan, seen: Observation, now: float, gate: PoolGate | None = None
+    ) -> None:
         """Write the status document for `xenreconcile status` when it changed."""
         doc = report.status_document(
             plan,
@@ -272,6 +274,9 @@ class Daemon:
             watcher=self.source.name if self.source else None,
             in_flight=self.in_flight,
         )
+        summary = pool_summary(self.pool, gate)
+        if summary is not None:
+            doc["pool"] = summary
         self.status_file.write(doc)
 
     # --- watcher and reload --------------------------------------------------------------
