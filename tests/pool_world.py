@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -198,6 +199,9 @@ class Host:
             "lease_ttl": f"{LEASE_TTL:g}s",
             **pool,
         }
+        if "fence" in pool:
+            feed = [arg.replace("{host}", name) for arg in pool["fence"]["feed"]]
+            pool_config["fence"] = {**pool["fence"], "feed": feed}
         self.run.write_config(
             guests_dir=str(guests_dir), pool=pool_config, log_level="info", **config
         )
@@ -233,6 +237,49 @@ class Host:
         self.proxy.close()
 
 
+FEED_SCRIPT = "import sys, time; open(sys.argv[1], 'w').write(repr(time.time()))"
+
+
+def fence_config(root: Path, timeout: float) -> dict[str, Any]:
+    """The `pool.fence` of a test host: the feed writes the time into
+    `root/HOST.fed` (`{host}` is filled in per host), read by `Watchdog`."""
+    return {
+        "feed": [sys.executable, "-c", FEED_SCRIPT, str(root / "{host}.fed")],
+        "timeout": f"{timeout:g}s",
+    }
+
+
+class Watchdog:
+    """The stand-in for each host's Xen watchdog: a host fed once and then not
+    for `timeout` seconds is reset (`Host.lose`); `resets` records when."""
+
+    def __init__(self, root: Path, hosts: list[Host], timeout: float) -> None:
+        self.root = root
+        self.hosts = hosts
+        self.timeout = timeout
+        self.resets: dict[str, float] = {}
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+
+    def _watch(self) -> None:
+        while not self.done.wait(0.05):
+            for host in self.hosts:
+                fed = self.fed_at(host.name)
+                if host.name not in self.resets and fed and time.time() - fed > self.timeout:
+                    host.lose()
+                    self.resets[host.name] = time.time()
+
+    def fed_at(self, name: str) -> float | None:
+        with contextlib.suppress(OSError, ValueError):
+            return float((self.root / f"{name}.fed").read_text())
+        return None
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join(10)
+
+
 class InvariantChecker:
     """Samples every host's listing every few milliseconds, in a thread, and
     records each sample in which one guest existed on two hosts."""
@@ -240,6 +287,7 @@ class InvariantChecker:
     def __init__(self, hosts: list[Host]) -> None:
         self.hosts = hosts
         self.violations: list[tuple[float, str, tuple[str, ...]]] = []
+        self.first_seen: dict[tuple[str, str], float] = {}
         self.samples = 0
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._sample, daemon=True)
@@ -252,6 +300,7 @@ class InvariantChecker:
                 with contextlib.suppress(OSError, ValueError):
                     for guest in host.domains():
                         where.setdefault(guest, []).append(host.name)
+                        self.first_seen.setdefault((guest, host.name), time.time())
             self.violations += [(time.time(), g, tuple(h)) for g, h in where.items() if len(h) > 1]
             self.samples += 1
             self.done.wait(0.01)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pool_world import pool_of, wait_for
+from tests.pool_world import Watchdog, fence_config, pool_of, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -151,4 +151,33 @@ def test_live_migration_hands_the_claim_over(tmp_path: Path) -> None:
         wait_for(lambda: pool.where("g1") == ["b"], 30, "g1 recreated on b")
         pool.wait_passes(2)
         assert pool.where("g1") == ["b"]
+        pool.checker.assert_held()
+
+
+FENCE_TIMEOUT = 4.0
+
+
+def test_with_fencing_a_cut_off_host_resets_itself_before_its_guests_start_elsewhere(
+    tmp_path: Path,
+) -> None:
+    fence = fence_config(tmp_path, FENCE_TIMEOUT)
+    with pool_of(tmp_path, "a", "b", fence=fence) as pool:
+        watchdog = Watchdog(tmp_path, list(pool.hosts.values()), FENCE_TIMEOUT)
+        try:
+            pool.start()
+            for guest in GUESTS:
+                pool.add_guest(guest)
+            placed = pool.wait_placed(GUESTS)
+            cut = "a" if _by_host(placed, "a") else "b"
+            other = "b" if cut == "a" else "a"
+            moved = _by_host(placed, cut)
+            pool.hosts[cut].proxy.cut()
+            wait_for(lambda: cut in watchdog.resets, 30, f"{cut} to fence itself")
+            assert pool.wait_placed(GUESTS, timeout=60) == dict.fromkeys(GUESTS, other)
+            reset_at = watchdog.resets[cut]
+            for guest in moved:  # none of them started on the other host before the reset
+                assert pool.checker.first_seen[(guest, other)] > reset_at
+            assert pool.hosts[other].run.events("pool_fenced_takeover")
+        finally:
+            watchdog.stop()
         pool.checker.assert_held()

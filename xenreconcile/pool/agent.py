@@ -53,6 +53,7 @@ class PoolAgent:
         self.last_view: PoolView | None = None
         self.last_error: str | None = None
         self._conflicts: set[tuple[str, str]] = set()
+        self.absent_since: dict[str, float] = {}
 
     @property
     def renew_every(self) -> float:
@@ -75,7 +76,43 @@ class PoolAgent:
         if not self.lease.known_alive(self.clock()):
             return self._unconfirmed("this host's pool lease is not known to be alive")
         self._settled()
+        self._take_over_fenced(view)
         return placement.gate(self.me, desired, view, won)
+
+    @property
+    def fencing(self) -> bool:
+        """True when every host of the pool fences itself (`pool.fence.feed` set)."""
+        return bool(self.settings.fence.feed)
+
+    @property
+    def fence_wait(self) -> float:
+        """How long a host must have been seen gone before its claims are freed
+        automatically: the watchdog's timeout plus the lease TTL (docs/pool.md)."""
+        return self.settings.fence.timeout + self.settings.lease_ttl
+
+    def _take_over_fenced(self, view: PoolView) -> None:
+        """With fencing, free the claims of each holder whose liveness key this
+        host has seen absent for `fence_wait`; placement starts them next pass."""
+        now = self.clock()
+        gone = {h for h in view.claims.values() if h not in view.hosts and h != self.me}
+        self.absent_since = {h: self.absent_since.get(h, now) for h in gone}
+        if not self.fencing:
+            return
+        for host, since in sorted(self.absent_since.items()):
+            if now - since < self.fence_wait:
+                continue
+            held = sorted(g for g, h in view.claims.items() if h == host)
+            try:
+                freed = [g for g in held if self.store.free(g, host)]
+            except StoreError as exc:
+                self.log.warning("pool_takeover_failed", host=host, error=str(exc))
+                return
+            self.log.warning(
+                "pool_fenced_takeover",
+                host=host,
+                guests=",".join(freed),
+                waited=round(now - since, 1),
+            )
 
     def _keep_lease(self) -> None:
         """Grant a lease if there is none, renew it when due; feed the fence on success."""
