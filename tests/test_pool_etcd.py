@@ -154,7 +154,7 @@ def test_live_migration_hands_the_claim_over(tmp_path: Path) -> None:
         pool.checker.assert_held()
 
 
-FENCE_TIMEOUT = 4.0
+FENCE_TIMEOUT = 8.0  # well above LEASE_TTL, so a takeover that did not wait would show
 
 
 def test_with_fencing_a_cut_off_host_resets_itself_before_its_guests_start_elsewhere(
