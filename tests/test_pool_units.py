@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
-from tests.test_planner import desired, dom, listing, mem, settings
+from tests.test_planner import desired, dom, gm, listing, mem, settings
 from xenreconcile.config import ConfigError, parse_config
 from xenreconcile.models import GuestPhase, PoolGate
 from xenreconcile.planner import plan
@@ -81,7 +82,7 @@ def test_the_preferred_host_takes_its_guest_while_alive() -> None:
 def test_a_guest_another_host_lists_is_not_claimed_nor_created() -> None:
     view = PoolView(hosts={"a": frozenset(), "b": frozenset({"g"})}, claims={"g": "a"})
     assert placement.decide("a", {"g"}, (), view, {}) == placement.Decisions()
-    gate = placement.gate("a", {"g"}, view, set())
+    gate = placement.gate("a", {"g"}, view, set(), 3.0)
     assert gate.mine == frozenset()
     assert gate.elsewhere == {"g": "b"}
 
@@ -101,7 +102,29 @@ def test_a_guest_running_on_two_hosts_is_a_conflict_not_a_move() -> None:
 def test_claims_of_a_dead_host_are_not_taken_by_placement() -> None:
     view = PoolView(hosts={"b": frozenset()}, claims={"g": "a"})
     assert placement.decide("b", {"g"}, (), view, {}).take == ()
-    assert placement.gate("b", {"g"}, view, set()).elsewhere == {"g": "a"}
+    assert placement.gate("b", {"g"}, view, set(), 3.0).elsewhere == {"g": "a"}
+
+
+def test_a_member_neither_alive_nor_taken_over_stops_every_create() -> None:
+    view = PoolView(hosts={"b": frozenset()}, claims={"g": "b"}, members=frozenset({"a", "b"}))
+    gate = placement.gate("b", {"g"}, view, set(), 3.0)
+    assert not gate.confirmed
+    assert "pool host a is not alive" in gate.reason
+    assert placement.gate("b", {"g"}, replace(view, members=frozenset({"b"})), set(), 3.0).mine == {
+        "g"
+    }
+
+
+def test_a_vanished_guest_waits_at_least_the_lease_ttl_in_pool_mode() -> None:
+    view = PoolView(hosts={"a": frozenset()}, claims={"g": "a"}, members=frozenset({"a"}))
+    gate = placement.gate("a", {"g"}, view, set(), 3.0)
+    assert gate.vanish_grace >= 3.0
+    seen = mem(g=gm("g", missing_since=100.0))
+    early = plan(desired("g"), listing(), seen, (), 103.0, settings(missing_grace=1.0), pool=gate)
+    assert early.creates == ()
+    assert early.statuses[0].state is GuestPhase.GRACE
+    late = plan(desired("g"), listing(), seen, (), 104.1, settings(missing_grace=1.0), pool=gate)
+    assert [c.name for c in late.creates] == ["g"]
 
 
 def test_published_names_count_incoming_but_not_migrating_away() -> None:

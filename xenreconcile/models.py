@@ -289,13 +289,15 @@ class Event:
 class PoolGate:
     """Pool mode's word on one pass: whether the pool view is confirmed (etcd
     answered and this host's lease is known alive; else `reason` says why), the
-    desired guests claimed by this host, and those another host claims or runs
-    (guest -> that host)."""
+    desired guests claimed by this host, those another host claims or runs
+    (guest -> that host), and how long a guest seen running must stay missing
+    before it is recreated (so that a host it migrated to has shown it)."""
 
     confirmed: bool
     mine: frozenset[str] = frozenset()
     elsewhere: Mapping[str, str] = field(default_factory=dict)
     reason: str = ""
+    vanish_grace: float = 0.0
 
 
 @dataclass(frozen=True)

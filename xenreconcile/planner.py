@@ -435,11 +435,18 @@ def _judge(guest: DesiredGuest, gm: GuestMemory, ctx: _Pass) -> _Verdict:
             guest, gm, GuestPhase.BACKOFF, f"next try in {gm.next_retry - ctx.now:.0f}s"
         )
     if gm.missing_since is not None:
-        grace_end = gm.missing_since + ctx.settings.missing_grace
+        grace_end = gm.missing_since + _missing_grace(ctx)
         if ctx.now < grace_end:
             ctx.wake(grace_end)
             return _Verdict(guest, gm, GuestPhase.GRACE, "missing; within missing_grace")
     return _pool_verdict(guest, gm, ctx.pool) or _Verdict(guest, gm, None)
+
+
+def _missing_grace(ctx: _Pass) -> float:
+    """How long a guest seen running stays missing before it is recreated: in pool
+    mode at least the gate's `vanish_grace`, time for another host to show it."""
+    pool_grace = ctx.pool.vanish_grace if ctx.pool is not None else 0.0
+    return max(ctx.settings.missing_grace, pool_grace)
 
 
 def _pool_verdict(guest: DesiredGuest, gm: GuestMemory, gate: PoolGate | None) -> _Verdict | None:

@@ -45,7 +45,7 @@ def dry_gate(config: Config, desired: DesiredState) -> PoolGate | None:
     except StoreError as exc:
         return PoolGate(False, reason=f"etcd: {exc}")
     names = frozenset(g.name for g in desired.guests)
-    return placement.gate(config.pool.host, names, view, set())
+    return placement.gate(config.pool.host, names, view, set(), config.pool.lease_ttl)
 
 
 def pool_summary(agent: PoolAgent | None, gate: PoolGate | None) -> dict[str, Any] | None:

@@ -5,6 +5,7 @@ planner's `PoolGate`. Only the daemon's main thread calls it."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Protocol
 
 from xenreconcile.models import Domain, PoolGate
@@ -26,6 +27,8 @@ class Store(Protocol):
     def claim(self, guest: str, host: str) -> bool: ...
     def move(self, guest: str, old: str, new: str) -> bool: ...
     def free(self, guest: str, old: str) -> bool: ...
+    def join(self, host: str) -> None: ...
+    def forget(self, host: str) -> bool: ...
 
 
 class PoolAgent:
@@ -54,6 +57,7 @@ class PoolAgent:
         self.last_error: str | None = None
         self._conflicts: set[tuple[str, str]] = set()
         self.absent_since: dict[str, float] = {}
+        self.changes: dict[str, tuple[int, float | None]] = {}
 
     @property
     def renew_every(self) -> float:
@@ -68,7 +72,7 @@ class PoolAgent:
             self._keep_lease()
             if listing is not None and self.lease_id is not None:
                 self.store.publish(self.me, placement.published(listing), self.lease_id)
-            view = self.store.read()
+            view = self._fresh(self.store.read())
             won = self._claim(desired, listing, view) if listing is not None else set()
         except StoreError as exc:
             return self._unconfirmed(f"etcd: {exc}")
@@ -77,7 +81,27 @@ class PoolAgent:
             return self._unconfirmed("this host's pool lease is not known to be alive")
         self._settled()
         self._take_over_fenced(view)
-        return placement.gate(self.me, desired, view, won)
+        return placement.gate(self.me, desired, view, won, self.settings.lease_ttl)
+
+    def _fresh(self, view: PoolView) -> PoolView:
+        """`view` with only the hosts whose liveness key this agent saw change
+        (each host puts it every pass) less than `lease_ttl` ago: a key that
+        outlives its daemon (etcd extends every lease on a leader change) is not
+        taken for a live host, nor is one seen only once since this daemon started."""
+        now = self.clock()
+        for host, revision in view.revisions.items():
+            before = self.changes.get(host)
+            if before is None:
+                self.changes[host] = (revision, None)
+            elif before[0] != revision:
+                self.changes[host] = (revision, now)
+        ttl = self.settings.lease_ttl
+        fresh = {
+            h: names
+            for h, names in view.hosts.items()
+            if h == self.me or _recent(self.changes.get(h), now, ttl)
+        }
+        return replace(view, hosts=fresh)
 
     @property
     def fencing(self) -> bool:
@@ -94,7 +118,8 @@ class PoolAgent:
         """With fencing, free the claims of each holder whose liveness key this
         host has seen absent for `fence_wait`; placement starts them next pass."""
         now = self.clock()
-        gone = {h for h in view.claims.values() if h not in view.hosts and h != self.me}
+        gone = set(view.unaccounted(self.me))
+        gone |= {h for h in view.claims.values() if h not in view.hosts and h != self.me}
         self.absent_since = {h: self.absent_since.get(h, now) for h in gone}
         if not self.fencing:
             return
@@ -104,6 +129,8 @@ class PoolAgent:
             held = sorted(g for g, h in view.claims.items() if h == host)
             try:
                 freed = [g for g in held if self.store.free(g, host)]
+                if freed == held:
+                    self.store.forget(host)
             except StoreError as exc:
                 self.log.warning("pool_takeover_failed", host=host, error=str(exc))
                 return
@@ -127,6 +154,7 @@ class PoolAgent:
             self.log.warning("pool_lease_lost", host=self.me)
             self.lease.lost()
         self.lease_id = self.store.grant(self.settings.lease_ttl)
+        self.store.join(self.me)
         self.lease.confirmed(sent)
         self.on_renewed()
 
@@ -167,6 +195,10 @@ class PoolAgent:
         if self.last_error is not None:
             self.log.info("pool_confirmed", host=self.me)
         self.last_error = None
+
+
+def _recent(change: tuple[int, float | None] | None, now: float, ttl: float) -> bool:
+    return change is not None and change[1] is not None and now - change[1] < ttl
 
 
 def make_agent(config: Config, clock: Callable[[], float], log: Any) -> PoolAgent:

@@ -17,7 +17,7 @@ EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 def status_document(view: PoolView) -> dict[str, Any]:
     """The `pool status --json` document: every host alive or holding a claim, and
     every claim: `{"hosts": {NAME: {"alive": bool}}, "claims": {GUEST: HOST}}`."""
-    names = set(view.hosts) | set(view.claims.values())
+    names = set(view.hosts) | set(view.claims.values()) | view.members
     return {
         "hosts": {name: {"alive": name in view.hosts} for name in sorted(names)},
         "claims": dict(sorted(view.claims.items())),
@@ -47,8 +47,8 @@ def cmd_status(config: Config, as_json: bool) -> int:
 
 
 def cmd_takeover(config: Config, host: str, confirmed: bool) -> int:
-    """Free the claims of `host`, which the admin confirms is down (`--yes`);
-    refused while `host`'s liveness key exists."""
+    """Free the claims of `host`, which the admin confirms is down (`--yes`), and
+    remove it from the members; refused while `host`'s liveness key exists."""
     if not confirmed:
         print(
             f"xenreconcile: pool takeover frees the claims of {host}, so that other hosts "
@@ -68,6 +68,8 @@ def cmd_takeover(config: Config, host: str, confirmed: bool) -> int:
             return EXIT_PROBLEM
         held = sorted(g for g, h in view.claims.items() if h == host)
         freed = [g for g in held if store.free(g, host)]
+        if freed == held:
+            store.forget(host)
     except StoreError as exc:
         print(f"xenreconcile: pool {config.pool.name}: etcd: {exc}", file=sys.stderr)
         return EXIT_PROBLEM

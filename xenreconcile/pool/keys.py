@@ -1,5 +1,6 @@
 """The etcd key layout of a pool: `/xenreconcile/POOL/hosts/HOST` (liveness,
-under the host's lease) and `/xenreconcile/POOL/claims/GUEST` (no lease)."""
+under the host's lease), `/xenreconcile/POOL/members/HOST` and
+`/xenreconcile/POOL/claims/GUEST` (no lease)."""
 
 from __future__ import annotations
 
@@ -23,15 +24,20 @@ class PoolKeys:
         """The liveness key of `host`."""
         return f"{self.prefix}hosts/{host}"
 
+    def member(self, host: str) -> str:
+        """The membership key of `host` (no lease: only `pool takeover` removes it)."""
+        return f"{self.prefix}members/{host}"
+
     def claim(self, guest: str) -> str:
         """The claim key of `guest`."""
         return f"{self.prefix}claims/{guest}"
 
     def parse(self, key: str) -> tuple[str, str] | None:
-        """Given a key of this pool, ("hosts" or "claims", name); None for any other key."""
+        """Given a key of this pool, ("hosts", "claims" or "members", name); None
+        for any other key."""
         if not key.startswith(self.prefix):
             return None
         kind, _, name = key[len(self.prefix) :].partition("/")
-        if kind not in ("hosts", "claims") or not name or "/" in name:
+        if kind not in ("hosts", "claims", "members") or not name or "/" in name:
             return None
         return kind, name

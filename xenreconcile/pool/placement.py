@@ -17,6 +17,13 @@ class PoolView:
 
     hosts: Mapping[str, frozenset[str]] = field(default_factory=dict)
     claims: Mapping[str, str] = field(default_factory=dict)
+    members: frozenset[str] = frozenset()
+    revisions: Mapping[str, int] = field(default_factory=dict)  # host -> its key's mod_revision
+
+    def unaccounted(self, me: str) -> list[str]:
+        """Members of the pool other than `me` that are not alive and were not
+        taken over: each could be running any guest."""
+        return sorted(self.members - set(self.hosts) - {me})
 
 
 @dataclass(frozen=True)
@@ -97,10 +104,22 @@ def _listed_elsewhere(guest: str, me: str, view: PoolView) -> str | None:
     return next((h for h, names in sorted(view.hosts.items()) if h != me and guest in names), None)
 
 
-def gate(me: str, desired: Collection[str], view: PoolView, won: Collection[str]) -> PoolGate:
-    """The confirmed gate: the desired guests claimed by this host (in the view or
-    `won` this pass) and, for every other desired guest, the host that claims or
-    lists it. A guest another host lists is elsewhere even if its claim is ours."""
+def gate(
+    me: str, desired: Collection[str], view: PoolView, won: Collection[str], lease_ttl: float
+) -> PoolGate:
+    """The gate: unconfirmed while a member of the pool is unaccounted for (it
+    could run any guest); else the desired guests claimed by this host (in the
+    view or `won` this pass) and, for every other desired guest, the host that
+    claims or lists it. A guest another host lists is elsewhere even if its claim
+    is ours. A vanished guest waits `lease_ttl` plus a renewal: by then a live host
+    it migrated to lists it, and a dead one's lease has ended (so it is unaccounted)."""
+    missing = view.unaccounted(me)
+    if missing:
+        return PoolGate(
+            False,
+            reason=f"pool host {', '.join(missing)} is not alive and not taken over "
+            "(it could run any guest; `xenreconcile pool takeover HOST --yes` once it is down)",
+        )
     mine: set[str] = set()
     elsewhere: dict[str, str] = {}
     for guest in desired:
@@ -112,4 +131,4 @@ def gate(me: str, desired: Collection[str], view: PoolView, won: Collection[str]
             mine.add(guest)
         elif holder is not None:
             elsewhere[guest] = holder
-    return PoolGate(True, frozenset(mine), elsewhere)
+    return PoolGate(True, frozenset(mine), elsewhere, vanish_grace=2 * lease_ttl)

@@ -81,6 +81,8 @@ class EtcdStore:
         )
         hosts: dict[str, frozenset[str]] = {}
         claims: dict[str, str] = {}
+        members: set[str] = set()
+        revisions: dict[str, int] = {}
         for kv in answer.get("kvs", []):
             parsed = self.keys.parse(_unb64(kv["key"]))
             value = _unb64(kv.get("value", ""))
@@ -89,9 +91,25 @@ class EtcdStore:
             kind, name = parsed
             if kind == "hosts":
                 hosts[name] = _listed(name, value)
+                revisions[name] = int(kv.get("mod_revision", 0))
+            elif kind == "members":
+                members.add(name)
             else:
                 claims[name] = value
-        return PoolView(hosts, claims)
+        return PoolView(hosts, claims, frozenset(members), revisions)
+
+    def join(self, host: str) -> None:
+        """Make `host` a member of the pool (a key with no lease)."""
+        self._post("/kv/put", {"key": _b64(self.keys.member(host)), "value": _b64(host)})
+
+    def forget(self, host: str) -> bool:
+        """Remove `host` from the members if its liveness key is absent; True if removed."""
+        key = _b64(self.keys.member(host))
+        host_key = _b64(self.keys.host(host))
+        return self._txn(
+            [{"key": host_key, "result": "EQUAL", "target": "CREATE", "create_revision": 0}],
+            [{"request_delete_range": {"key": key}}],
+        )
 
     def claim(self, guest: str, host: str) -> bool:
         """Claim `guest` for `host` if nobody holds it; True if this call took it."""
