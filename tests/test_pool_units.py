@@ -115,15 +115,15 @@ def test_a_member_neither_alive_nor_taken_over_stops_every_create() -> None:
     }
 
 
-def test_a_vanished_guest_waits_at_least_the_lease_ttl_in_pool_mode() -> None:
+def test_a_vanished_guest_waits_twice_the_lease_ttl_in_pool_mode() -> None:
     view = PoolView(hosts={"a": frozenset()}, claims={"g": "a"}, members=frozenset({"a"}))
     gate = placement.gate("a", {"g"}, view, set(), 3.0)
-    assert gate.vanish_grace >= 3.0
+    assert gate.vanish_grace == 6.0  # twice the lease TTL
     seen = mem(g=gm("g", missing_since=100.0))
-    early = plan(desired("g"), listing(), seen, (), 103.0, settings(missing_grace=1.0), pool=gate)
+    early = plan(desired("g"), listing(), seen, (), 105.9, settings(missing_grace=1.0), pool=gate)
     assert early.creates == ()
     assert early.statuses[0].state is GuestPhase.GRACE
-    late = plan(desired("g"), listing(), seen, (), 104.1, settings(missing_grace=1.0), pool=gate)
+    late = plan(desired("g"), listing(), seen, (), 106.1, settings(missing_grace=1.0), pool=gate)
     assert [c.name for c in late.creates] == ["g"]
 
 
@@ -200,3 +200,14 @@ def test_without_pool_nothing_of_pool_mode_is_imported() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_fresh_claim_clears_an_outdated_migrated_mark() -> None:
+    marked = mem(g=gm("g", migrated=True))
+    kept = PoolGate(True, frozenset({"g"}))
+    held = plan(desired("g"), listing(), marked, (), 100.0, settings(), pool=kept)
+    assert held.statuses[0].state is GuestPhase.MIGRATED
+    fresh = PoolGate(True, frozenset({"g"}), fresh=frozenset({"g"}))
+    taken = plan(desired("g"), listing(), marked, (), 100.0, settings(), pool=fresh)
+    assert [c.name for c in taken.creates] == ["g"]
+    assert not taken.memory.guest("g").migrated

@@ -291,13 +291,16 @@ class PoolGate:
     answered and this host's lease is known alive; else `reason` says why), the
     desired guests claimed by this host, those another host claims or runs
     (guest -> that host), and how long a guest seen running must stay missing
-    before it is recreated (so that a host it migrated to has shown it)."""
+    before it is recreated (so that a host it migrated to has shown it). `fresh`:
+    guests this host claimed this pass where no claim existed (so no host may run
+    them): a *migrated* mark of such a guest is outdated."""
 
     confirmed: bool
     mine: frozenset[str] = frozenset()
     elsewhere: Mapping[str, str] = field(default_factory=dict)
     reason: str = ""
     vanish_grace: float = 0.0
+    fresh: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -416,6 +416,8 @@ def _judge(guest: DesiredGuest, gm: GuestMemory, ctx: _Pass) -> _Verdict:
     verdict with state None when it is missing and may be created now."""
     name = guest.name
     domain = ctx.listed.get(name)
+    if gm.migrated and ctx.pool is not None and name in ctx.pool.fresh:
+        gm = replace(gm, migrated=False)  # freed and claimed anew: it runs nowhere
     standing = _standing(name, gm, ctx.in_flight, ctx.settings)
     if standing is not None:
         state, detail = standing

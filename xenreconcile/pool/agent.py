@@ -73,7 +73,9 @@ class PoolAgent:
             if listing is not None and self.lease_id is not None:
                 self.store.publish(self.me, placement.published(listing), self.lease_id)
             view = self._fresh(self.store.read())
-            won = self._claim(desired, listing, view) if listing is not None else set()
+            won, fresh = (
+                self._claim(desired, listing, view) if listing is not None else (set(), set())
+            )
         except StoreError as exc:
             return self._unconfirmed(f"etcd: {exc}")
         self.last_view = view
@@ -81,7 +83,7 @@ class PoolAgent:
             return self._unconfirmed("this host's pool lease is not known to be alive")
         self._settled()
         self._take_over_fenced(view)
-        return placement.gate(self.me, desired, view, won, self.settings.lease_ttl)
+        return placement.gate(self.me, desired, view, won, self.settings.lease_ttl, fresh)
 
     def _fresh(self, view: PoolView) -> PoolView:
         """`view` with only the hosts whose liveness key this agent saw change
@@ -160,11 +162,13 @@ class PoolAgent:
 
     def _claim(
         self, desired: frozenset[str], listing: tuple[Domain, ...], view: PoolView
-    ) -> set[str]:
-        """Take and move the claims `placement.decide` asks for; the guests won."""
+    ) -> tuple[set[str], set[str]]:
+        """Take and move the claims `placement.decide` asks for; the guests won,
+        and of them those taken where no claim existed."""
         here = placement.running_here(listing)
         decisions = placement.decide(self.me, desired, here, view, self.preferred)
-        won = {g for g in decisions.take if self.store.claim(g, self.me)}
+        fresh = {g for g in decisions.take if self.store.claim(g, self.me)}
+        won = set(fresh)
         for guest, old in decisions.move:
             if self.store.move(guest, old, self.me):
                 won.add(guest)
@@ -172,7 +176,7 @@ class PoolAgent:
         for guest in sorted(won - set(dict(decisions.move))):
             self.log.info("pool_claimed", guest=guest, host=self.me)
         self._report_conflicts(set(decisions.conflicts))
-        return won
+        return won, fresh
 
     def _report_conflicts(self, conflicts: set[tuple[str, str]]) -> None:
         for guest, holder in sorted(conflicts - self._conflicts):

@@ -104,8 +104,13 @@ def _listed_elsewhere(guest: str, me: str, view: PoolView) -> str | None:
     return next((h for h, names in sorted(view.hosts.items()) if h != me and guest in names), None)
 
 
-def gate(
-    me: str, desired: Collection[str], view: PoolView, won: Collection[str], lease_ttl: float
+def gate(  # noqa: PLR0917 - all of it is one pass's pool input
+    me: str,
+    desired: Collection[str],
+    view: PoolView,
+    won: Collection[str],
+    lease_ttl: float,
+    fresh: Collection[str] = (),
 ) -> PoolGate:
     """The gate: unconfirmed while a member of the pool is unaccounted for (it
     could run any guest); else the desired guests claimed by this host (in the
@@ -131,4 +136,10 @@ def gate(
             mine.add(guest)
         elif holder is not None:
             elsewhere[guest] = holder
-    return PoolGate(True, frozenset(mine), elsewhere, vanish_grace=2 * lease_ttl)
+    return PoolGate(
+        True,
+        frozenset(mine),
+        elsewhere,
+        vanish_grace=2 * lease_ttl,
+        fresh=frozenset(fresh) & frozenset(mine),
+    )
