@@ -209,6 +209,16 @@ class Host:
     def start(self) -> None:
         self.run.start()
 
+    def spawn(self) -> None:
+        """Start the daemon without waiting for it (a supervisor restarting it)."""
+        self.run.proc = subprocess.Popen(
+            [sys.executable, "-m", "xenreconcile", "-c", str(self.run.config_path), "run"],
+            env=self.run.env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.run.root / "daemon.stderr", "ab"),  # noqa: SIM115
+        )
+
     def kill9(self) -> None:
         """kill -9 the daemon (its guests go on running)."""
         if self.run.proc is not None and self.run.proc.poll() is None:
@@ -381,6 +391,30 @@ class Pool:
         assert out.returncode == 0, out.stderr
         doc: dict[str, Any] = json.loads(out.stdout)
         return doc
+
+    def admin(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run `xenreconcile pool ...` as the admin would, on etcd directly."""
+        config = self.root / "admin.yaml"
+        if not config.exists():
+            state = self.root / "admin-state"
+            config.write_text(
+                json.dumps(
+                    {
+                        "guests_dir": str(self.guests_dir),
+                        "state_dir": str(state),
+                        "log_file": "-",
+                        "pool": {"name": "testpool", "host": "admin", "etcd": [self.etcd.url]},
+                    }
+                ),
+                encoding="utf-8",
+            )
+        return subprocess.run(
+            [sys.executable, "-m", "xenreconcile", "-c", str(config), "pool", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
     def close(self) -> None:
         self.checker.stop()
