@@ -2,7 +2,7 @@
 crashes, daemon kill -9, host loss then takeover, partitions then heal, etcd
 restarts and live migrations, while the invariant checker samples every host.
 XR_POOL_CHAOS_FAULTS (default 200) and XR_POOL_CHAOS_SEED set the run; the
-default fits CI (about a minute)."""
+default fits CI."""
 
 from __future__ import annotations
 
@@ -187,7 +187,7 @@ def calm(chaos: Chaos, guests: list[str], spell: float = 20.0) -> None:
 def release_stranded(pool: Pool) -> None:
     """What the admin does after a receiver was lost before it took the claim: a
     guest running nowhere, shown *migrated* by its claim holder, is released there."""
-    for name, host in pool.hosts.items():
+    for host in pool.hosts.values():
         try:
             doc = json.loads((host.run.state_dir / "status.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -211,3 +212,27 @@ def test_a_fresh_claim_clears_an_outdated_migrated_mark() -> None:
     taken = plan(desired("g"), listing(), marked, (), 100.0, settings(), pool=fresh)
     assert [c.name for c in taken.creates] == ["g"]
     assert not taken.memory.guest("g").migrated
+
+
+def test_a_reload_never_changes_the_pool(tmp_path: Path) -> None:
+    from xenreconcile.daemon import reloaded_config
+
+    path = tmp_path / "x.yaml"
+    path.write_text("log_file: '-'\n", encoding="utf-8")
+    path.chmod(0o600)
+    old = parse_config(
+        "pool: {name: r, host: a, etcd: ['http://127.0.0.1:1']}\nlog_file: '-'\n", "t.yaml"
+    )
+    events: list[str] = []
+
+    class Log:
+        def warning(self, event: str, **_: object) -> None:
+            events.append(event)
+
+        def error(self, event: str, **_: object) -> None:
+            events.append(event)
+
+    new = reloaded_config(old, str(path), Log())
+    assert new is not None
+    assert new.pool == old.pool
+    assert "pool_unchanged" in events

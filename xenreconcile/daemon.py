@@ -35,7 +35,7 @@ from xenreconcile.keeper import DaemonError, StateKeeper
 from xenreconcile.loopqueue import Finished, Hint, LoopQueue
 from xenreconcile.models import Memory, Plan, PoolGate
 from xenreconcile.passinputs import Observation, PassInputs, Runner, xl_command
-from xenreconcile.poolmode import pool_agent, pool_gate, pool_summary
+from xenreconcile.poolmode import pool_agent, pool_gate, pool_summary, preferred_hosts
 from xenreconcile.sources import WatchSource
 from xenreconcile.state import Boot, StateStore, read_boot
 from xenreconcile.statusfile import STATUS_FILE, StatusFile
@@ -299,6 +299,8 @@ class Daemon:
         old, self.config = self.config, new
         self.inputs = PassInputs(new, self.runner)
         self.sink.notify_command = new.notify_command or ()
+        if self.pool is not None:
+            self.pool.preferred = preferred_hosts(new)
         if (new.watch, new.guests_dir) != (old.watch, old.guests_dir) and self.source:
             self._close_source()
             self._open_source()
@@ -318,6 +320,9 @@ def reloaded_config(old: Config, path: str | None, log: Any) -> Config | None:
     if new.state_dir != old.state_dir:
         log.warning("state_dir_unchanged", error="a new state_dir takes a restart")
         new = replace(new, state_dir=old.state_dir)
+    if new.pool != old.pool:  # pool mode on, off or elsewhere while guests run: never live
+        log.warning("pool_unchanged", error="a change of `pool` takes a restart")
+        new = replace(new, pool=old.pool)
     logging_keys = (new.log_file, new.log_format, new.log_level)
     if logging_keys != (old.log_file, old.log_format, old.log_level):
         try:

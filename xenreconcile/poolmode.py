@@ -23,6 +23,11 @@ def pool_agent(config: Config, clock: Callable[[], float], log: Any) -> PoolAgen
     return make_agent(config, clock, log)
 
 
+def preferred_hosts(config: Config) -> dict[str, str]:
+    """guest -> its preferred pool host (`guests.NAME.pool_host`), where set."""
+    return {name: g.pool_host for name, g in config.guests.items() if g.pool_host}
+
+
 def pool_gate(
     agent: PoolAgent | None, desired: DesiredState, listing: tuple[Domain, ...] | None
 ) -> PoolGate | None:

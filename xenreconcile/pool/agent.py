@@ -14,6 +14,7 @@ from xenreconcile.pool.fence import make_feeder
 from xenreconcile.pool.lease import LeaseClock
 from xenreconcile.pool.placement import PoolView
 from xenreconcile.pool.store import EtcdStore, StoreError
+from xenreconcile.poolmode import preferred_hosts
 from xenreconcile.schema import Config
 
 
@@ -46,7 +47,7 @@ class PoolAgent:
     ) -> None:
         self.settings = config.pool
         self.me = config.pool.host
-        self.preferred = {n: g.pool_host for n, g in config.guests.items() if g.pool_host}
+        self.preferred = preferred_hosts(config)
         self.store = store
         self.clock = clock
         self.log = log
