@@ -14,6 +14,7 @@ import etcd3gw
 import requests
 from etcd3gw import exceptions as etcd_exceptions
 
+from xenreconcile.errors import XenreconcileError
 from xenreconcile.pool.keys import PoolKeys
 from xenreconcile.pool.placement import PoolView
 from xenreconcile.schema import Pool
@@ -21,7 +22,7 @@ from xenreconcile.schema import Pool
 _UNANSWERED = (etcd_exceptions.Etcd3Exception, requests.RequestException, ValueError, KeyError)
 
 
-class StoreError(Exception):
+class StoreError(XenreconcileError):
     """etcd did not answer, or answered something this adapter cannot read."""
 
 
