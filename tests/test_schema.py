@@ -29,6 +29,7 @@ def test_nested_sections_name_their_dataclass() -> None:
         "hold",
         "restart",
         "on_host_shutdown",
+        "pool_host",
     ]
     assert {option.spec.kind for option in options(Config)} >= {Kind.SECTION, Kind.GUESTS}
 

@@ -81,6 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="the host goes down: stand the daemon down, shut down or save every guest",
     )
     drain.add_argument("--dry-run", action="store_true", help="print the drain, do nothing")
+    pool = commands.add_parser("pool", help="pool mode: hosts and claims, takeover")
+    pool_commands = pool.add_subparsers(dest="pool_command", metavar="POOL_COMMAND", required=True)
+    pool_status = pool_commands.add_parser("status", help="hosts (alive or not) and claims")
+    pool_status.add_argument("--json", action="store_true", help="print it as JSON")
+    takeover = pool_commands.add_parser(
+        "takeover", help="free the claims of HOST, which is down, so other hosts start its guests"
+    )
+    takeover.add_argument("host", metavar="HOST")
+    takeover.add_argument("--yes", action="store_true", help="confirm that HOST is down")
     demo = commands.add_parser(
         "demo", help="the real daemon on a simulated xl: a Dom0 reboot and the recovery"
     )

@@ -23,6 +23,7 @@ from xenreconcile.errors import EXIT_FAILURE, EXIT_SETUP, XenreconcileError
 from xenreconcile.guestops import GuestOps
 from xenreconcile.models import DesiredGuest, Memory, Plan
 from xenreconcile.passinputs import PassInputs
+from xenreconcile.poolmode import dry_gate, pool_line
 from xenreconcile.state import (
     StateStore,
     read_boot,
@@ -96,7 +97,8 @@ def compute_plan(config: Config, in_flight: set[str], now: Instant) -> tuple[Pla
     inputs = PassInputs(config)
     seen = inputs.observe()
     memory = inputs.loaded_memory(load_memory(config), now.offset, now.monotonic)
-    return inputs.plan(seen, memory, in_flight, now.monotonic), seen.shown_error
+    gate = dry_gate(config, seen.desired)
+    return inputs.plan(seen, memory, in_flight, now.monotonic, pool=gate), seen.shown_error
 
 
 def load_memory(config: Config) -> Memory:
@@ -132,6 +134,8 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
     doc["save_images"] = saved_images(config)
     text = status_text(doc, args, now.wall, config.interval)
     print(text if args.json or getattr(args, "brief", False) else with_images(text, doc))
+    if not args.json and (line := pool_line(doc)) is not None:
+        print(line)
     settled = {s.value for s in report.SETTLED_STATES}
     ok = doc["toolstack"]["ok"] and all(g["state"] in settled for g in doc["guests"])
     alive = not liveness.stalled(doc, now.wall, config.interval)
@@ -283,6 +287,18 @@ def warn(message: str) -> None:
     print(f"xenreconcile: warning: {message}", file=sys.stderr)
 
 
+def cmd_pool(config: Config, args: argparse.Namespace) -> int:
+    """`pool status [--json]` and `pool takeover HOST --yes` (docs/pool.md)."""
+    if not config.pool.enabled:
+        print(f"xenreconcile: no `pool` in {config.source or 'the config'}", file=sys.stderr)
+        return EXIT_USAGE
+    from xenreconcile.pool import cli as pool_cli  # noqa: PLC0415 - pool mode only
+
+    if args.pool_command == "takeover":
+        return pool_cli.cmd_takeover(config, args.host, args.yes)
+    return pool_cli.cmd_status(config, args.json)
+
+
 COMMANDS = {
     "run": cmd_run,
     "status": cmd_status,
@@ -297,4 +313,5 @@ COMMANDS = {
     "restart": cmd_guest_op,
     control.ACCEPT_STATE: cmd_request,
     "shutdown-guests": cmd_shutdown_guests,
+    "pool": cmd_pool,
 }

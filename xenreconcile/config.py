@@ -225,6 +225,7 @@ def _read_section(node: yaml.MappingNode, section: type[Any], prefix: str) -> di
             errors.append(e)
             invalid.add(key)
     errors += _relation_errors(values, known, invalid, prefix)
+    errors += _required_errors(values, known, invalid, prefix)
     if errors:
         raise ConfigErrors(errors)
     return values
@@ -250,6 +251,20 @@ def _relation_errors(
                 )
             )
     return errors
+
+
+def _required_errors(
+    values: Mapping[str, Any], known: Mapping[str, Option], invalid: set[str], prefix: str
+) -> list[ConfigError]:
+    """A section that sets any key to other than its default must give each of its
+    `required` keys a non-empty value (so an all-defaults section means "not used")."""
+    if not any(value != known[key].default for key, value in values.items()):
+        return []
+    return [
+        ConfigError("is required in this section", key=prefix + key)
+        for key, option in known.items()
+        if option.spec.required and not values.get(key) and key not in invalid
+    ]
 
 
 def _mapping_items(
@@ -346,6 +361,13 @@ def _read_argv(node: yaml.Node, spec: Spec, key: str) -> tuple[str, ...]:
     if argv and not argv[0]:
         raise ConfigError("the program must not be an empty string", key=f"{key}[0]")
     return argv
+
+
+def _read_text(node: yaml.Node, spec: Spec, key: str) -> str:
+    value = _scalar_str(node, spec, key)
+    if value != value.strip() or any(not c.isprintable() for c in value):
+        raise ConfigError(f"must be printable, without surrounding blanks, got {value!r}", key=key)
+    return value
 
 
 def _read_choice(node: yaml.Node, spec: Spec, key: str) -> str:
@@ -457,6 +479,7 @@ _VALUE_READERS = {
     Kind.INT: _read_int,
     Kind.NUMBER: _read_number,
     Kind.BOOL: _read_bool,
+    Kind.TEXT: _read_text,
     Kind.SECTION: _read_subsection,
     Kind.GUESTS: _read_named_sections,
 }
@@ -598,6 +621,8 @@ def _format_default(option: Option) -> str:
         return "true" if value else "false"
     if kind is Kind.NUMBER:
         return f"{value:g}"
+    if kind in (Kind.TEXT, Kind.PATH) and value == "":
+        return '""'
     if kind is Kind.SECTION:
         return ""
     if kind is Kind.GUESTS:

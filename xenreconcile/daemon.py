@@ -35,8 +35,9 @@ from xenreconcile.hostcycle import HostCycle
 from xenreconcile.inbox import RequestInbox
 from xenreconcile.keeper import DaemonError, StateKeeper
 from xenreconcile.loopqueue import Finished, Hint, LoopQueue
-from xenreconcile.models import Memory, Plan
+from xenreconcile.models import Memory, Plan, PoolGate
 from xenreconcile.passinputs import Observation, PassInputs, Runner, xl_command
+from xenreconcile.poolmode import pool_agent, pool_gate, pool_summary, preferred_hosts
 from xenreconcile.releasewatch import ReleaseWatchSource
 from xenreconcile.sdnotify import Notifier
 from xenreconcile.sources import WatchSource
@@ -82,6 +83,7 @@ class Daemon:
         self.release_source: ReleaseWatchSource | None = None
         self.metrics = open_metrics(self.config, self.log)
         self.passes = 0
+        self.pool = pool_agent(self.config, self.clock.monotonic, self.log)
 
     @property
     def store(self) -> StateStore:
@@ -196,7 +198,8 @@ class Daemon:
         try:
             self.converge_once()
             seen = self._observe()
-            final = self.inputs.plan(seen, self.memory, (), self.clock.monotonic())
+            gate = pool_gate(self.pool, seen.desired, seen.listing)
+            final = self.inputs.plan(seen, self.memory, (), self.clock.monotonic(), pool=gate)
             self.last_plan = final
             bad = [s for s in final.statuses if report.is_problem(s)]
             for status in bad:
@@ -232,7 +235,10 @@ class Daemon:
         """Scan, list, plan, start the planned creates, save. Returns the plan."""
         self.pass_due = False
         seen, self.memory = self.host.before_plan(self._observe(), self.memory, now)
-        plan = self.inputs.plan(seen, self.memory, set(self.in_flight), now, starting=True)
+        gate = pool_gate(self.pool, seen.desired, seen.listing)
+        plan = self.inputs.plan(
+            seen, self.memory, set(self.in_flight), now, starting=True, pool=gate
+        )
         self.memory, self.last_plan = plan.memory, plan
         for event in plan.events:
             self.sink.event(event, self.memory, now)
@@ -241,10 +247,12 @@ class Daemon:
             self.workers.start(action, self.inputs)
         failing = toolstack_delay(self.toolstack_failures, self.config.interval)
         self.next_pass_at = now + (failing if seen.listing is None else self.config.interval)
+        if self.pool is not None:  # the lease is renewed in passes
+            self.next_pass_at = min(self.next_pass_at, now + self.pool.renew_every)
         self.wake_at = plan.wake_at
         self.keeper.save(self.memory)
         wall_now = now + epoch_offset(self.clock)
-        self._write_status(plan, seen, now, wall_now)
+        self._write_status(plan, seen, now, wall_now, gate)
         self.metrics.pass_done(metrics.pass_view(plan, now, wall_now))
         self.passes += 1
         if self.passes == 1:
@@ -297,7 +305,14 @@ class Daemon:
         if self.inbox.applied and self.keeper.save(self.memory):
             self.inbox.settle()
 
-    def _write_status(self, plan: Plan, seen: Observation, now: float, wall_now: float) -> None:
+    def _write_status(
+        self,
+        plan: Plan,
+        seen: Observation,
+        now: float,
+        wall_now: float,
+        gate: PoolGate | None = None,
+    ) -> None:
         """Write the status document for `xenreconcile status`: every pass, since
         it says when the last pass was (`daemon.last_pass`, the loop's liveness)."""
         doc = report.status_document(
@@ -310,6 +325,9 @@ class Daemon:
             in_flight=self.in_flight,
         )
         doc["daemon"]["last_pass"] = doc["generated_at"]
+        summary = pool_summary(self.pool, gate)
+        if summary is not None:
+            doc["pool"] = summary
         self.status_file.write(doc)
 
     # --- watcher and reload --------------------------------------------------------------
@@ -333,6 +351,8 @@ class Daemon:
         self.inputs = PassInputs(new, self.runner, self.read_boot)
         self.host = HostCycle(self.inputs, self.log)
         self.sink.notify_command = new.notify_command or ()
+        if self.pool is not None:
+            self.pool.preferred = preferred_hosts(new)
         if (new.watch, new.guests_dir) != (old.watch, old.guests_dir) and self.source:
             self._close_source()
             self._open_source()
@@ -360,6 +380,9 @@ def reloaded_config(old: Config, path: str | None, log: Any) -> Config | None:
     if new.state_dir != old.state_dir:
         log.warning("state_dir_unchanged", error="a new state_dir takes a restart")
         new = replace(new, state_dir=old.state_dir)
+    if new.pool != old.pool:  # pool mode on, off or elsewhere while guests run: never live
+        log.warning("pool_unchanged", error="a change of `pool` takes a restart")
+        new = replace(new, pool=old.pool)
     logging_keys = (new.log_file, new.log_format, new.log_level)
     if logging_keys != (old.log_file, old.log_format, old.log_level):
         try:

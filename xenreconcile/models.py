@@ -270,7 +270,8 @@ class GuestPhase(enum.StrEnum):
     UNMANAGED = "unmanaged"  # running with no file
     DUPLICATE = "duplicate"  # two or more files carry this name
     INVALID = "invalid"  # the file cannot be used
-    UNKNOWN = "unknown"  # the toolstack listing is not trusted this pass
+    UNKNOWN = "unknown"  # the toolstack listing (or, in pool mode, its claim) is not trusted
+    ELSEWHERE = "elsewhere"  # pool mode: claimed by, or running on, another host
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +338,24 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
+class PoolGate:
+    """Pool mode's word on one pass: whether the pool view is confirmed (etcd
+    answered and this host's lease is known alive; else `reason` says why), the
+    desired guests claimed by this host, those another host claims or runs
+    (guest -> that host), and how long a guest seen running must stay missing
+    before it is recreated (so that a host it migrated to has shown it). `fresh`:
+    guests this host claimed this pass where no claim existed (so no host may run
+    them): a *migrated* mark of such a guest is outdated."""
+
+    confirmed: bool
+    mine: frozenset[str] = frozenset()
+    elsewhere: Mapping[str, str] = field(default_factory=dict)
+    reason: str = ""
+    vanish_grace: float = 0.0
+    fresh: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
 class Plan:
     """What a pass decided: creates to start now, a status per guest, the updated
     memory, events to log, and `wake_at`, the earliest time at which a pass could

@@ -20,7 +20,15 @@ from xenreconcile.clock import from_epoch
 from xenreconcile.config import Config
 from xenreconcile.createlock import xl_lockfile
 from xenreconcile.guestdir import GuestDirScanner
-from xenreconcile.models import CreateResult, DesiredState, Domain, Memory, Plan, PlannerSettings
+from xenreconcile.models import (
+    CreateResult,
+    DesiredState,
+    Domain,
+    Memory,
+    Plan,
+    PlannerSettings,
+    PoolGate,
+)
 from xenreconcile.preflight import Preflight
 from xenreconcile.restore import LifecycleRunner
 from xenreconcile.state import Boot, read_boot
@@ -134,9 +142,10 @@ class PassInputs:
         now: float,
         *,
         starting: bool = False,
+        pool: PoolGate | None = None,
     ) -> Plan:
         """The planner's plan for a pass that saw `seen` (`starting`: the caller
-        starts its creates at once)."""
+        starts its creates at once; `pool`: pool mode's gate of this pass)."""
         wanted = exits.lives_to_read(memory, seen.listing)
         return planner.plan(
             seen.desired,
@@ -150,4 +159,5 @@ class PassInputs:
             withheld=bootgate.withheld(self.config, seen.desired, self.boot),
             unmet=seen.unmet,
             starting=starting,
+            pool=pool,
         )

@@ -107,6 +107,7 @@ from .models import (
     Memory,
     Plan,
     PlannerSettings,
+    PoolGate,
     split_migration_name,
 )
 
@@ -143,6 +144,7 @@ class _Pass:
     withheld: Mapping[str, str] = field(default_factory=dict)
     unmet: Mapping[str, Sequence[str]] = field(default_factory=dict)
     starting: bool = False
+    pool: PoolGate | None = None
     events: list[Event] = field(default_factory=list)
     wakes: list[float] = field(default_factory=list)
 
@@ -198,6 +200,7 @@ def plan(  # noqa: PLR0917 - the positional API the daemon and CLI share
     withheld: Mapping[str, str] | None = None,
     unmet: Mapping[str, Sequence[str]] | None = None,
     starting: bool = False,
+    pool: PoolGate | None = None,
 ) -> Plan:
     """Given the desired state, the toolstack listing (None: failed or not trusted),
     the memory, the names being created, the time and the settings, return the Plan
@@ -212,7 +215,8 @@ def plan(  # noqa: PLR0917 - the positional API the daemon and CLI share
     missing) are guests whose disks, kernel, ramdisk or bridges Dom0 lacks now
     (see `preflight`): they wait instead of being created. `starting`: the caller
     starts the plan's creates at once, so their status is CREATING (else PENDING,
-    as in a dry run)."""
+    as in a dry run). `pool` (pool mode only): a missing guest is created only
+    when the gate is confirmed and names it this host's."""
     flying = frozenset(in_flight)
     if listing is None:
         return _untrusted_plan(desired, memory, flying, settings)
@@ -228,6 +232,7 @@ def plan(  # noqa: PLR0917 - the positional API the daemon and CLI share
         withheld=withheld or {},
         unmet=unmet or {},
         starting=starting,
+        pool=pool,
     )
     if desired.error is not None:
         return _unusable_dir_plan(desired.error, memory, ctx)
@@ -501,6 +506,8 @@ def _judge(guest: DesiredGuest, gm: GuestMemory, ctx: _Pass) -> _Verdict:
     verdict with state None when it is missing and may be created now."""
     name = guest.name
     domain = ctx.listed.get(name)
+    if gm.migrated and ctx.pool is not None and name in ctx.pool.fresh:
+        gm = replace(gm, migrated=False)  # freed and claimed anew: it runs nowhere
     standing = _standing(name, gm, ctx.in_flight, ctx.settings)
     if standing is not None:
         state, detail = standing
@@ -529,11 +536,15 @@ def _judge(guest: DesiredGuest, gm: GuestMemory, ctx: _Pass) -> _Verdict:
             guest, gm, GuestPhase.BACKOFF, f"next try in {gm.next_retry - ctx.now:.0f}s"
         )
     if gm.missing_since is not None:
-        grace_end = gm.missing_since + ctx.settings.missing_grace
+        grace_end = gm.missing_since + _missing_grace(ctx)
         if ctx.now < grace_end:
             ctx.wake(grace_end)
             return _Verdict(guest, gm, GuestPhase.GRACE, "missing; within missing_grace")
-    return _precondition_wait(guest, gm, ctx) or _Verdict(guest, gm, None)
+    return (
+        _precondition_wait(guest, gm, ctx)
+        or _pool_verdict(guest, gm, ctx.pool)
+        or _Verdict(guest, gm, None)
+    )
 
 
 def _precondition_wait(guest: DesiredGuest, gm: GuestMemory, ctx: _Pass) -> _Verdict | None:
@@ -566,6 +577,28 @@ def _ended_wait(verdict: _Verdict) -> _Verdict:
     if verdict.awaiting or (gm.waiting_since is None and not gm.waiting_reported):
         return verdict
     return replace(verdict, memory=replace(gm, waiting_since=None, waiting_reported=False))
+
+
+def _missing_grace(ctx: _Pass) -> float:
+    """How long a guest seen running stays missing before it is recreated: in pool
+    mode at least the gate's `vanish_grace`, time for another host to show it."""
+    pool_grace = ctx.pool.vanish_grace if ctx.pool is not None else 0.0
+    return max(ctx.settings.missing_grace, pool_grace)
+
+
+def _pool_verdict(guest: DesiredGuest, gm: GuestMemory, gate: PoolGate | None) -> _Verdict | None:
+    """In pool mode, the state of a missing guest this host may not create now
+    (claim unconfirmed, held elsewhere, or not yet claimed); None: create it."""
+    if gate is None:
+        return None
+    if not gate.confirmed:
+        return _Verdict(guest, gm, GuestPhase.UNKNOWN, f"pool claim not confirmed: {gate.reason}")
+    other = gate.elsewhere.get(guest.name)
+    if other is not None:
+        return _Verdict(guest, gm, GuestPhase.ELSEWHERE, f"pool host {other}")
+    if guest.name not in gate.mine:
+        return _Verdict(guest, gm, GuestPhase.WAITING, "waiting for its pool claim")
+    return None
 
 
 def _standing(

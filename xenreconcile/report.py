@@ -23,6 +23,7 @@ SETTLED_STATES = frozenset(
         GuestPhase.DRIFT,
         GuestPhase.HELD,
         GuestPhase.MIGRATED,
+        GuestPhase.ELSEWHERE,
         GuestPhase.UNMANAGED,
         GuestPhase.STOPPED,
     }

@@ -42,6 +42,7 @@ class Kind(enum.StrEnum):
     INT = "integer"
     NUMBER = "number"
     BOOL = "boolean"
+    TEXT = "string"
     SECTION = "mapping"
     GUESTS = "mapping of guest names"
 
@@ -62,6 +63,7 @@ class Spec:
     example: str | None = None
     section: type[Any] | None = None
     allow_empty: bool = False
+    required: bool = False  # must be given whenever its section is
 
     @property
     def type_name(self) -> str:
@@ -118,7 +120,7 @@ def log_path(default: str, description: str) -> str:
     return _key(default, Spec(Kind.LOG_PATH, description))
 
 
-def optional_path(description: str, *, example: str) -> str | None:
+def optional_path(description: str, *, example: str | None = None) -> str | None:
     """A key holding an absolute path; unset (None) by default, which turns it off."""
     return _key(None, Spec(Kind.OPTIONAL_PATH, description, example=example))
 
@@ -133,9 +135,14 @@ def command(default: tuple[str, ...], description: str, *, example: str) -> tupl
     return _key(default, Spec(Kind.COMMAND, description, example=example))
 
 
-def argv(description: str, *, example: str) -> tuple[str, ...]:
-    """A key holding a list of program and arguments; empty by default."""
-    return _key((), Spec(Kind.ARGV, description, example=example))
+def argv(description: str, *, example: str, required: bool = False) -> tuple[str, ...]:
+    """A key holding a list of program and arguments (or of strings); empty by default."""
+    return _key((), Spec(Kind.ARGV, description, example=example, required=required))
+
+
+def text(description: str, *, required: bool = False) -> str:
+    """A key holding a non-empty string; empty (not set) by default."""
+    return _key("", Spec(Kind.TEXT, description, required=required))
 
 
 def choice(
@@ -250,6 +257,56 @@ class GuestOverride:
         "top-level `on_host_shutdown`.",
         allow_empty=True,
     )
+    pool_host: str = text(
+        "Pool mode: the host that claims this guest while it is alive (docs/pool.md, Placement)."
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """The `pool.fence` section: the watchdog that resets a host cut off from etcd."""
+
+    feed: tuple[str, ...] = argv(
+        "Program and arguments (no shell) run after every successful lease renewal "
+        "and at no other time; it arms and feeds the Xen watchdog for Dom0 with "
+        "XR_FENCE_TIMEOUT seconds. Empty: no fencing, so the guests of a lost host "
+        "move only after `xenreconcile pool takeover HOST --yes`.",
+        example="[/usr/local/libexec/xenreconcile-watchdog-feed]",
+    )
+    timeout: float = duration(
+        30.0,
+        "The watchdog's timeout: a host not fed this long resets. Other hosts start "
+        "the guests of a host gone from etcd only after timeout + lease_ttl.",
+        exclusive_minimum=True,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    """The `pool` section: several Dom0s on shared storage, one claim per guest in etcd."""
+
+    name: str = text("The pool's name, the same on every host of it.", required=True)
+    host: str = text("This host's name, unique in the pool.", required=True)
+    etcd: tuple[str, ...] = argv(
+        "URLs of the etcd members (http:// or https://).",
+        example="[https://10.0.0.1:2379, https://10.0.0.2:2379]",
+        required=True,
+    )
+    lease_ttl: float = duration(
+        15.0,
+        "TTL of this host's liveness lease, renewed every third of it; the host "
+        "creates only while its last renewal was sent less than two thirds of it ago.",
+        minimum=2,
+    )
+    ca_cert: str | None = optional_path("CA certificate that signs the etcd members' certificates.")
+    cert: str | None = optional_path("Client certificate for etcd (with `key`).")
+    key: str | None = optional_path("Private key of the client certificate.")
+    fence: Fence = section(Fence, "Self-fencing through the Xen watchdog (docs/pool.md).")
+
+    @property
+    def enabled(self) -> bool:
+        """True when the config names a pool (the `pool` section is given)."""
+        return bool(self.etcd)
 
 
 @dataclass(frozen=True)
@@ -404,6 +461,11 @@ class Config:
         "unknown end; a clean poweroff or an `xl destroy` leaves it *stopped*), or "
         "`never` (it stays *stopped* until `xenreconcile start NAME`). At Dom0 boot "
         "every guest that is not stopped or held is created, whatever its policy.",
+    )
+    pool: Pool = section(
+        Pool,
+        "Pool mode: several Dom0s sharing the guests directory and storage; each "
+        "guest runs on at most one of them, decided in etcd (docs/pool.md).",
     )
     guests: dict[str, GuestOverride] = named_sections(
         GuestOverride,
