@@ -68,13 +68,25 @@ finish_arm() {
 
 # --- the arms ---------------------------------------------------------------------------------
 
+# create_retrying CFG: xl create, tried again at once after a failure (at most 3 tries), as an
+# admin's loop would: under load real xl can fail a create ("console tty: timed out")
+create_retrying() {
+  for _try in 1 2 3; do
+    xl create -q "$1" && return 0
+    echo "BENCH-RETRY after try $_try"
+  done
+  return 1
+}
+
 arm_bare() {
   _t0=$(now)
   for _g in $(guest_names); do
-    xl create -q "$GUESTS_DIR/$_g.cfg" > "$LOGS/bare-$1-$_g.out" 2>&1 &
+    create_retrying "$GUESTS_DIR/$_g.cfg" > "$LOGS/bare-$1-$_g.out" 2>&1 &
   done
   _took=$(until_all_running "$_t0")
   wait
+  _retries=$(cat "$LOGS"/bare-"$1"-*.out | grep -c '^BENCH-RETRY')
+  [ "$_retries" = 0 ] || info "bare run $1: $_retries create(s) failed and were tried again: $(grep -h 'error' "$LOGS"/bare-"$1"-*.out | head -2 | cut -c1-200)"
   finish_arm "$1" bare "$_took"
 }
 
@@ -97,6 +109,8 @@ DEF
   _pid=$!
   _took=$(until_all_running "$_t0")
   wait $_pid
+  grep -q 'failed' "$LOGS/xendomains-$1.out" \
+    && info "xendomains run $1: $(grep -A2 'failed' "$LOGS/xendomains-$1.out" | head -3 | tr '\n' ' ' | cut -c1-300)"
   finish_arm "$1" xendomains "$_took"
 }
 
@@ -129,6 +143,9 @@ arm_xr() {
   start_xr "$WORK/$2.yaml"
   _took=$(until_all_running "$_t0")
   stop_xr
+  _failed=$(grep -c 'event=create_failed' "$LOGS/xenreconcile.log" 2> /dev/null)
+  [ "${_failed:-0}" = 0 ] || info "$2 run $1: $_failed failed create(s), retried after the backoff: $(grep 'event=create_failed' "$LOGS/xenreconcile.log" | head -1 | cut -c1-300)"
+  : > "$LOGS/xenreconcile.log"
   finish_arm "$1" "$2" "$_took"
 }
 
