@@ -58,8 +58,19 @@ class DaemonRun:
         self.config_path.write_text(yaml.safe_dump(self.config), encoding="utf-8")
 
     def env(self) -> dict[str, str]:
-        """The daemon's environment: the simulated xl and its Dom0's boot."""
-        return {**os.environ, **self.sim.env()}
+        """The daemon's environment: the simulated xl and its Dom0's boot, and
+        the simulated `xenstore-watch` first on PATH after `use_release_watch`."""
+        env = {**os.environ, **self.sim.env()}
+        bin_dir = self.root / "bin"
+        if (bin_dir / "xenstore-watch").exists():
+            env["PATH"] = os.pathsep.join([str(bin_dir), env.get("PATH", "")])
+        return env
+
+    def use_release_watch(self) -> None:
+        """Give the daemon a simulated `xenstore-watch` (`simxl.xswatch`) on PATH."""
+        bin_dir = self.root / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        self.sim.write_wrapper(bin_dir / "xenstore-watch", module="xenreconcile.simxl.xswatch")
 
     def add_guest(self, name: str, filename: str | None = None, text: str | None = None) -> Path:
         """Drop a guest cfg atomically (write a dot-file, rename it in)."""

@@ -112,6 +112,18 @@ def swap_after_first_scan(scanner: GuestDirScanner, swap: Callable[[], None]) ->
     scanner.scan = scan  # type: ignore[method-assign]
 
 
+def one_pass(daemon: Daemon) -> None:
+    """One pass and the creates it starts, waited for. (`run --once` would go on
+    and, its file having changed, create what the swapped file now says: a
+    create of its own, not the checked one.)"""
+    daemon.start()
+    try:
+        daemon.run_pass(daemon.clock.monotonic())
+        daemon.workers.join(lambda: None)
+    finally:
+        daemon.keeper.unlock()
+
+
 def test_a_file_swapped_between_scan_and_create_never_reaches_xl(
     daemon: Daemon, simxl: SimXl, tmp_path: Path
 ) -> None:
@@ -124,7 +136,7 @@ def test_a_file_swapped_between_scan_and_create_never_reaches_xl(
         os.replace(evil, path)
 
     swap_after_first_scan(daemon.scanner, swap)
-    daemon.run_once()
+    one_pass(daemon)
     assert [c.get("name") for c in simxl.creates()] == ["good"]
     assert "evil" not in simxl.names()
 
@@ -144,6 +156,6 @@ def test_a_symlink_repointed_between_scan_and_create_never_reaches_xl(
         link.symlink_to(real / "evil.cfg")
 
     swap_after_first_scan(daemon.scanner, repoint)
-    daemon.run_once()
+    one_pass(daemon)
     assert [c.get("name") for c in simxl.creates()] == ["good"]
     assert "evil" not in simxl.names()

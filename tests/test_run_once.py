@@ -1,4 +1,5 @@
-"""`xenreconcile run --once`: one pass, waits for its creates, exit code says if all run."""
+"""`xenreconcile run --once`: converges (every create it can do now, order groups
+included, waiting for each), exit code says if all run."""
 
 from __future__ import annotations
 
@@ -62,3 +63,19 @@ def test_a_missing_named_config_is_a_usage_error(run: DaemonRun) -> None:
     result = run.cli("status")
     assert result.returncode == 2
     assert str(run.config_path) in result.stderr
+
+
+def test_once_converges_across_order_groups_and_free_slots(run: DaemonRun) -> None:
+    """3x `concurrency` guests in two order groups: every one is created in one
+    `run --once`, the higher group only after the lower one runs."""
+    run.write_config(concurrency=2, guests={f"late{i}": {"order": 60} for i in range(3)})
+    names = {f"early{i}" for i in range(3)} | {f"late{i}" for i in range(3)}
+    for name in sorted(names):
+        run.add_guest(name)
+    result = run.cli("run", "--once", timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert run.running() == names
+    creates = {c["name"]: c for c in run.sim.creates()}
+    assert len(creates) == 6
+    early_done = max(creates[f"early{i}"]["end"] for i in range(3))
+    assert min(creates[f"late{i}"]["time"] for i in range(3)) >= early_done

@@ -31,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     run = commands.add_parser("run", help="run the daemon in the foreground")
     run.add_argument(
-        "--once", action="store_true", help="one pass; exit 0 if all desired guests run"
+        "--once",
+        action="store_true",
+        help="converge (every create possible now, all order groups), exit 0 if all run",
     )
     status = commands.add_parser("status", help="every guest: state, file, attempts, next retry")
     status.add_argument("--json", action="store_true", help="print the status document as JSON")

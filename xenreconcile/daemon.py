@@ -3,7 +3,8 @@
 The loop in the spirit of a controller-runtime controller. Its thread (the
 main thread) owns all state: the memory, the creates in flight, the timers and
 every part below. Other threads only post to its one door, `LoopQueue`: the
-watcher's thread (`sources.WatchSource`) posts `Hint.CHANGED`, signal handlers
+watcher's thread (`sources.WatchSource`) and the `@releaseDomain` watch's
+(`releasewatch.ReleaseWatchSource`) post `Hint.CHANGED`, signal handlers
 post `Hint.STOP` / `Hint.RELOAD`, and each create worker's thread
 (`creates.CreateWorkers`) posts its `Finished` result. The loop polls the
 request inbox (`inbox`) every REQUEST_POLL seconds and runs a pass every
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from xenreconcile import __version__, logs, planner, report
+from xenreconcile import __version__, converge, logs, planner, report
 from xenreconcile.backoff import toolstack_delay
 from xenreconcile.clock import Clock, SystemClock, epoch_offset
 from xenreconcile.config import Config, ConfigError, load_config
@@ -35,6 +36,7 @@ from xenreconcile.keeper import DaemonError, StateKeeper
 from xenreconcile.loopqueue import Finished, Hint, LoopQueue
 from xenreconcile.models import Memory, Plan
 from xenreconcile.passinputs import Observation, PassInputs, Runner, xl_command
+from xenreconcile.releasewatch import ReleaseWatchSource
 from xenreconcile.sources import WatchSource
 from xenreconcile.state import Boot, StateStore, read_boot
 from xenreconcile.statusfile import STATUS_FILE, StatusFile
@@ -73,6 +75,7 @@ class Daemon:
         self.last_plan: Plan | None = None
         self.toolstack_failures = 0
         self.source: WatchSource | None = None
+        self.release_source: ReleaseWatchSource | None = None
 
     @property
     def store(self) -> StateStore:
@@ -139,6 +142,8 @@ class Daemon:
         if self.in_flight:
             self.log.warning("left_running", guests=sorted(self.in_flight))
         self._close_source()
+        if self.release_source is not None:
+            self.release_source.close()
         self.keeper.save(self.memory, force=True)  # also records this boot's uptime
         self.status_file.remove()
         self.keeper.unlock()
@@ -151,6 +156,8 @@ class Daemon:
         self.start()
         try:
             self._open_source()
+            if self.use_watcher:
+                self.release_source = ReleaseWatchSource(self.door, self.log)
             while not self.stopping:
                 self.step()
         finally:
@@ -173,12 +180,10 @@ class Daemon:
             self.door.wait(self.clock, deadline - now)
 
     def run_once(self) -> int:
-        """One pass, wait for its creates, then 0 if every desired guest runs, else 1."""
+        """Converge (see `converge_once`), then 0 if every desired guest runs, else 1."""
         self.start()
         try:
-            self.run_pass(self.clock.monotonic())
-            self.workers.join(lambda: None)
-            self._take_messages()
+            self.converge_once()
             seen = self._observe()
             final = self.inputs.plan(seen, self.memory, (), self.clock.monotonic())
             self.last_plan = final
@@ -189,6 +194,28 @@ class Daemon:
         finally:
             self.keeper.save(self.memory)
             self.keeper.unlock()
+
+    def converge_once(self) -> None:
+        """Pass after pass, every create that can be done now, order groups
+        included, waiting for each, until nothing more can happen without waiting
+        for a backoff (or a stop is asked)."""
+        while not self.stopping:
+            plan = self.run_pass(self.clock.monotonic())
+            if self.in_flight:
+                self._wait_for_a_result()
+                continue
+            delay = converge.wait_before_next_pass(plan, self.clock.monotonic())
+            if delay is None:
+                return
+            self.door.wait(self.clock, delay)
+            self._take_messages()
+
+    def _wait_for_a_result(self) -> None:
+        """Block until a create in flight ends (or a stop is asked): the next
+        pass has nothing new to see before."""
+        while self.in_flight and not self.pass_due and not self.stopping:
+            self.door.wait(self.clock, REQUEST_POLL)
+            self._take_messages()
 
     def run_pass(self, now: float) -> Plan:
         """Scan, list, plan, start the planned creates, save. Returns the plan."""

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from xenreconcile import partial, planner
 from xenreconcile.clock import from_epoch
 from xenreconcile.config import Config
+from xenreconcile.createlock import xl_lockfile
 from xenreconcile.guestdir import GuestDirScanner
 from xenreconcile.models import CreateResult, DesiredState, Domain, Memory, Plan, PlannerSettings
 from xenreconcile.xl import ToolstackError, UnreadRow, XlListRowsError, XlRunner
@@ -65,6 +66,7 @@ class PassInputs:
             xl_command(config),
             list_timeout=config.list_timeout,
             create_timeout=config.xl_timeout,
+            lockfile=xl_lockfile(),
         )
 
     @property

@@ -506,6 +506,10 @@ def _join(*parts: str | None) -> str:
 
 # --- scheduling: order, concurrency, start_delay -----------------------------------------
 
+START_DELAY_DETAIL = (
+    "start_delay between creates"  # a WAITING guest's detail while start_delay runs
+)
+
 
 def _schedule(
     verdicts: Sequence[_Verdict], memory: Memory, ctx: _Pass
@@ -535,7 +539,7 @@ def _schedule(
                 settings.start_delay
             )
             ctx.wake(ready_at)
-            statuses.append(_status(v, GuestPhase.WAITING, "start_delay between creates"))
+            statuses.append(_status(v, GuestPhase.WAITING, START_DELAY_DETAIL))
         else:
             statuses.append(_status(v, GuestPhase.PENDING, "waits for a free create slot"))
     first = sorted(

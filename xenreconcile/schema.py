@@ -267,7 +267,8 @@ class Config:
     xl_timeout: float = duration(
         120.0,
         "An `xl create` still running after this long is killed (its process group) "
-        "and counts as a failure.",
+        "and counts as a failure. Time it only waits for xl's create lock (xl.conf's "
+        "`lockfile`) while another process builds does not count.",
         exclusive_minimum=True,
     )
     list_timeout: float = duration(

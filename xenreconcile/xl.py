@@ -23,8 +23,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import IO
 
+from xenreconcile import createlock
 from xenreconcile.errors import XenreconcileError
 from xenreconcile.models import (
     DOM0_NAME,
@@ -197,6 +199,7 @@ class XlRunner:
         list_timeout: float = 30.0,
         create_timeout: float = 120.0,
         kill_grace: float = DEFAULT_KILL_GRACE,
+        lockfile: str | None = None,
     ) -> None:
         if not command:
             raise ValueError("xl command is empty")
@@ -204,6 +207,7 @@ class XlRunner:
         self.list_timeout = list_timeout
         self.create_timeout = create_timeout
         self.kill_grace = kill_grace
+        self.lockfile = lockfile  # xl's create lock: time waiting for it is not timed
 
     def list(self) -> tuple[Domain, ...]:
         """Run `xl list` and return its rows; ToolstackError if it cannot be run,
@@ -247,7 +251,9 @@ class XlRunner:
     def _create(self, path: str, stdin: IO[bytes] | int) -> CreateResult:
         """Run `xl create PATH` with `stdin` and report how it ended."""
         try:
-            outcome = self._run(["create", path], self.create_timeout, combine=True, stdin=stdin)
+            outcome = self._run(
+                ["create", path], self.create_timeout, combine=True, stdin=stdin, lock=self.lockfile
+            )
         except OSError as exc:
             return CreateResult(
                 ok=False, exit_code=NOT_RUN, stderr_tail=f"cannot run {self.command[0]}: {exc}"
@@ -267,10 +273,12 @@ class XlRunner:
         *,
         combine: bool,
         stdin: IO[bytes] | int = subprocess.DEVNULL,
+        lock: str | None = None,
     ) -> _ProcessResult:
         """Run the xl command with `args` in its own session, input from `stdin`,
         output in temp files (stderr into stdout's file if `combine`); kill its
-        group at `timeout`."""
+        group at `timeout`, not counting the time another process holds the
+        lock file `lock` (xl's create lock) if one is given."""
         started = time.monotonic()
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             proc = subprocess.Popen(
@@ -280,7 +288,8 @@ class XlRunner:
                 stderr=out if combine else err,
                 start_new_session=True,
             )
-            timed_out = _wait_or_kill(proc, timeout, self.kill_grace)
+            waiting = None if lock is None else partial(createlock.waits_for_lock, lock, proc.pid)
+            timed_out = _wait_or_kill(proc, timeout, self.kill_grace, waiting)
             exit_code = None if timed_out else proc.returncode
             return _ProcessResult(
                 exit_code=exit_code,
@@ -337,9 +346,15 @@ def _memfd() -> int | None:
         return None
 
 
-def _wait_or_kill(proc: subprocess.Popen[bytes], timeout: float, grace: float) -> bool:
-    """Wait for `proc` to exit and reap it; at `timeout` seconds kill its process
-    group (see `_kill_group`). Returns True when it was killed.
+def _wait_or_kill(
+    proc: subprocess.Popen[bytes],
+    timeout: float,
+    grace: float,
+    waiting: Callable[[], bool] | None = None,
+) -> bool:
+    """Wait for `proc` to exit and reap it; at `timeout` seconds, not counting
+    those `waiting()` said it only waited for xl's lock, kill its process group
+    (see `_kill_group`). Returns True when it was killed.
 
     The wait blocks in waitid() and so returns the moment xl exits (Popen.wait
     with a timeout polls, adding up to 50 ms to every xl call); a timer thread
@@ -354,7 +369,11 @@ def _wait_or_kill(proc: subprocess.Popen[bytes], timeout: float, grace: float) -
     lock = threading.Lock()
     state = {"exited": False, "killed": False}
 
+    stop = threading.Event()
+
     def on_timeout() -> None:
+        if not createlock.budget_spent(timeout, stop, waiting):
+            return
         with lock:
             if state["exited"]:
                 return
@@ -363,14 +382,13 @@ def _wait_or_kill(proc: subprocess.Popen[bytes], timeout: float, grace: float) -
         _wait_without_reaping(proc, grace)
         _signal_group(proc.pid, signal.SIGKILL)
 
-    timer = threading.Timer(timeout, on_timeout)
-    timer.daemon = True
+    timer = threading.Thread(target=on_timeout, name=f"xl-timeout-{proc.pid}", daemon=True)
     timer.start()
     with contextlib.suppress(ChildProcessError):
         os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
     with lock:
         state["exited"] = True
-    timer.cancel()
+    stop.set()
     timer.join()  # a kill under way finishes its SIGKILL before the pid is reaped
     proc.wait()
     return state["killed"]

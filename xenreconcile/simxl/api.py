@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import xenreconcile
+from xenreconcile.createlock import LOCKFILE_ENV
 from xenreconcile.simxl import store, xllock
 from xenreconcile.state import BOOT_FILE_ENV
 
@@ -51,25 +52,28 @@ class SimXl:
 
     def env(self) -> dict[str, str]:
         """Environment additions for running the simulated xl by hand, and
-        xenreconcile against it (XENRECONCILE_BOOT_FILE: the simulated Dom0's boot)."""
+        xenreconcile against it (XENRECONCILE_BOOT_FILE: the simulated Dom0's boot,
+        XENRECONCILE_XL_LOCKFILE: its xl's create lock)."""
         source_root = str(Path(xenreconcile.__file__).resolve().parent.parent)
         path = os.environ.get("PYTHONPATH")
         return {
             store.STATE_ENV: str(self.state_dir),
             "PYTHONPATH": source_root if not path else f"{source_root}{os.pathsep}{path}",
             BOOT_FILE_ENV: str(self.state_dir / store.BOOT_FILE),
+            LOCKFILE_ENV: str(self.lockfile()),
         }
 
-    def write_wrapper(self, path: Path) -> Path:
-        """Write an executable `xl` shell script running this simulated xl; returns `path`."""
+    def write_wrapper(self, path: Path, module: str = "xenreconcile.simxl") -> Path:
+        """Write an executable shell script running this simulated xl (or, with
+        `module` "xenreconcile.simxl.xswatch", its `xenstore-watch`); returns `path`."""
         env = self.env()
         script = (
             "#!/bin/sh\n"
-            "# Simulated xl (xenreconcile.simxl); no Xen needed.\n"
+            f"# Simulated toolstack ({module}); no Xen needed.\n"
             f"SIMXL_STATE={shlex.quote(env[store.STATE_ENV])}\n"
             f"PYTHONPATH={shlex.quote(env['PYTHONPATH'])}\n"
             "export SIMXL_STATE PYTHONPATH\n"
-            f'exec {shlex.quote(sys.executable)} -m xenreconcile.simxl "$@"\n'
+            f'exec {shlex.quote(sys.executable)} -m {module} "$@"\n'
         )
         path = Path(path)
         path.write_text(script, encoding="utf-8")
