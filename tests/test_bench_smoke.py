@@ -103,3 +103,27 @@ def test_p5_and_the_printed_table(tiny_run: tuple[dict[str, Any], str]) -> None:
     assert _finite(doc["p5"]["first_pass"]["median"])
     for label in ("P1 3 guests: xenreconcile c=2", "P2 inotify", "P3 RSS max", "P4 20:", "P5"):
         assert label in stdout
+
+
+def test_the_cost_script_measures_imports_and_a_boot_recovery() -> None:
+    """`bench/cost.py` at its smallest: the import ratio, and both recoveries
+    (daemon and `run --once`) bring every guest up with at least one pass each."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "cost.py"),
+            *("--guests", "2", "--concurrency", "1", "--runs", "1", "--create-delay", "0"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert all(_finite(result["imports"][key]) for key in ("bare_s", "daemon_import_s", "ratio"))
+    assert [row["once"] for row in result["recovery"]] == [False, True]
+    for row in result["recovery"]:
+        assert row["guests"] == 2 and _finite(row["seconds"])
+        assert row["xl_list_calls"] >= 2, "a pass per create at concurrency 1"
