@@ -2,8 +2,11 @@
 # Run the end-to-end tests: xenreconcile inside a real Xen 4.17 Dom0 under QEMU.
 #
 #   tests/e2e/run.sh --install-deps     install the host packages (apt-get), then exit
-#   tests/e2e/run.sh [--scenario NAME] [--rebuild] [--timeout SECS]
+#   tests/e2e/run.sh [--scenario NAME] [--env NAME=VALUE]... [--rebuild] [--timeout SECS]
 #
+# --env passes a knob to the scenario in Dom0 (e.g. --env BENCH_GUESTS=3): run.sh writes it to
+# e2e/scenario.env in the share, which dom0/lib.sh reads; VALUE may hold letters, digits, spaces
+# and . , _ / : -
 # Builds the Dom0 image when missing or when its inputs changed (cached under $XENLAB_WORK,
 # default <repo>/.xenlab), builds the project's venv, boots the lab once with the scenario
 # (default: daemon; `smoke` proves the lab with a stand-in reconciler), then reads the results.
@@ -18,14 +21,17 @@ export XENLAB_WORK=${XENLAB_WORK:-$REPO/.xenlab}
 RESULTS=$XENLAB_WORK/share/results
 LAB=$E2E/lab.sh
 
-usage() { sed -n '2,12p' "$0"; exit 2; }
+usage() { sed -n '2,15p' "$0"; exit 2; }
 
-scenario=daemon rebuild="" timeout=900
+scenario=daemon rebuild="" timeout=900 envs=()
 while [[ $# -gt 0 ]]; do
   case $1 in
     --install-deps) exec "$LAB" deps ;;
     --scenario) scenario=$2; shift 2 ;;
     --smoke) scenario=smoke; shift ;;
+    --env)
+      [[ ${2:-} =~ ^[A-Z][A-Z0-9_]*=[A-Za-z0-9\ .,_/:-]*$ ]] || { echo "--env NAME=VALUE: bad ${2:-}" >&2; exit 2; }
+      envs+=("$2"); shift 2 ;;
     --rebuild) rebuild=--force; shift ;;
     --timeout) timeout=$2; shift 2 ;;
     -h | --help) usage ;;
@@ -55,6 +61,12 @@ summarize() {
   [[ $fails == 0 && $passes -gt 0 ]]
 }
 
+# write_env: the --env knobs as shell assignments the scenario sources
+write_env() {
+  local kv
+  for kv in ${envs[@]+"${envs[@]}"}; do printf "export %s='%s'\n" "${kv%%=*}" "${kv#*=}"; done
+}
+
 main() {
   local t0 rc=0
   t0=$(date +%s)
@@ -65,6 +77,7 @@ main() {
   "$LAB" build $rebuild
   "$LAB" venv
   "$LAB" share "$scenario"
+  write_env > "$XENLAB_WORK/share/e2e/scenario.env"
   "$LAB" boot -t "$timeout" || rc=$?
   [[ $rc == 0 ]] || echo "== e2e: Dom0 did not power off cleanly (see $XENLAB_WORK/logs/serial-last.log)"
   summarize "$RESULTS" | tee "$RESULTS/summary.txt" || rc=1

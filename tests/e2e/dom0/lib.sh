@@ -9,6 +9,9 @@
 E2E_DIR=$XENLAB_SHARE/e2e
 RESULTS=$XENLAB_SHARE/results
 BOOT=$XENLAB_BOOT
+# the knobs given to run.sh with --env
+# shellcheck disable=SC1091
+if [ -r "$E2E_DIR/scenario.env" ]; then . "$E2E_DIR/scenario.env"; fi
 
 now() { date +%s.%N; }
 # seconds since $1, one decimal
