@@ -115,7 +115,8 @@ def test_a_symlinked_lockfile_is_not_followed(
 def test_a_create_waiting_for_the_lock_longer_than_the_timeout_is_not_killed(
     simxl: SimXl, tmp_path: Path, other_holder: subprocess.Popen[str]
 ) -> None:
-    timeout = 1.0
+    # a timeout well above what the create's own work takes on a loaded machine
+    timeout = 3.0
     runner = XlRunner(simxl.command, create_timeout=timeout, lockfile=str(simxl.lockfile()))
     thread, results = create_in_thread(runner, write_cfg(tmp_path / "g.cfg", "g"))
     assert wait_for(lambda: lock_requested_at(simxl, "g") is not None)
@@ -136,7 +137,7 @@ def test_a_hung_build_is_still_killed_and_the_create_queued_behind_it_is_not(
 ) -> None:
     simxl.set_faults(create_hang={"hung": "build"}, create_delay={"next": 0.1})
     runner = XlRunner(
-        simxl.command, create_timeout=1.0, kill_grace=0.5, lockfile=str(simxl.lockfile())
+        simxl.command, create_timeout=3.0, kill_grace=0.5, lockfile=str(simxl.lockfile())
     )
     hung, hung_result = create_in_thread(runner, write_cfg(tmp_path / "h.cfg", "hung"))
     assert wait_for(lambda: states(simxl) == {"hung": "--p---"})
@@ -155,9 +156,11 @@ def test_run_once_with_builds_queued_past_xl_timeout_kills_none(tmp_path: Path) 
     """Four creates at once whose builds, one at a time under xl's lock, take
     longer together than `xl_timeout`: none is killed, no paused leftover, every
     guest runs, and the builds did not overlap."""
-    run = DaemonRun(tmp_path, concurrency=4, xl_timeout="1s")
+    # Each build takes 3 s, half of xl_timeout (room for a slow machine's process
+    # start-up); the four queued builds take 12 s, twice xl_timeout.
+    run = DaemonRun(tmp_path, concurrency=4, xl_timeout="6s")
     try:
-        run.sim.set_faults(create_delay=0.5)
+        run.sim.set_faults(create_delay=3.0)
         names = {f"g{i}" for i in range(4)}
         for name in sorted(names):
             run.add_guest(name)
@@ -168,6 +171,6 @@ def test_run_once_with_builds_queued_past_xl_timeout_kills_none(tmp_path: Path) 
         assert [c["rc"] for c in creates] == [0, 0, 0, 0], "one create each, none killed"
         builds = sorted((c["lock_acquired"], c["lock_released"]) for c in creates)
         assert all(end <= start for (_, end), (start, _) in itertools.pairwise(builds))
-        assert builds[-1][1] - builds[0][0] > 1.0, "together longer than xl_timeout"
+        assert builds[-1][1] - builds[0][0] > 6.0, "together longer than xl_timeout"
     finally:
         run.kill()
