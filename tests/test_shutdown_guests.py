@@ -120,7 +120,7 @@ def test_hvm_guests_without_pv_drivers_get_the_acpi_fallback(run: DaemonRun) -> 
 def test_no_room_for_an_image_falls_back_to_shutdown(run: DaemonRun) -> None:
     converge(run, "saved")
     run.sim.set_faults()
-    huge = 'name = "saved"\ntype = "pv"\nkernel = "/boot/vmlinuz"\nmemory = 99999999\n'
+    huge = 'name = "saved"\ntype = "pv"\nkernel = "/dev/null"\nmemory = 99999999\n'
     run.add_guest("saved", text=huge)
     run.sim.destroy("saved")
     run.cli("run", "--once")

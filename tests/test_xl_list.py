@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from xenreconcile.models import Domain, split_migration_name
+from xenreconcile.models import NULL_NAME, Domain, split_migration_name
 from xenreconcile.simxl.cli import HEADER, format_row
 from xenreconcile.xl import (
     UnreadRow,
@@ -321,7 +321,8 @@ def test_fuzz_only_xl_list_error_escapes(text: str) -> None:
         return
     names = [d.name for d in domains]
     assert "Domain-0" in names
-    assert len(set(names)) == len(names)
+    named = [name for name in names if name != NULL_NAME]
+    assert len(set(named)) == len(named), "only nameless domains being torn down may repeat"
     assert all(len(d.flags) == 6 for d in domains)
 
 
