@@ -175,6 +175,13 @@ def test_with_fencing_a_cut_off_host_resets_itself_before_its_guests_start_elsew
             wait_for(lambda: cut in watchdog.resets, 30, f"{cut} to fence itself")
             assert pool.wait_placed(GUESTS, timeout=60) == dict.fromkeys(GUESTS, other)
             reset_at = watchdog.resets[cut]
+            # wait_placed reads the listings itself; the checker's thread may not have
+            # sampled the last moved guest yet
+            wait_for(
+                lambda: all((g, other) in pool.checker.first_seen for g in moved),
+                10,
+                "the checker to see the moved guests",
+            )
             for guest in moved:  # none of them started on the other host before the reset
                 assert pool.checker.first_seen[(guest, other)] > reset_at
             assert pool.hosts[other].run.events("pool_fenced_takeover")

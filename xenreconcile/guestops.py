@@ -119,9 +119,10 @@ class GuestOps:
         if domain is None:
             self.say(f"{name}: not running")
             return EXIT_OK
-        ok, output = self.xl.shutdown(name, timeout=max(timeout, 1.0))
-        if not ok:
-            self.say(f"{name}: xl shutdown failed: {output or 'no output'}")
+        asked = self.xl.lifecycle(["shutdown", name], max(timeout, 1.0))
+        if not asked.ok:
+            why = "timed out" if asked.timed_out else "failed"
+            self.say(f"{name}: xl shutdown {why}: {asked.stderr_tail.strip() or 'no output'}")
             return EXIT_FAILURE
         return self._wait_gone(name, domain.domid, timeout)
 

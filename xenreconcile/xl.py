@@ -228,8 +228,7 @@ class XlRunner:
 
     def create(self, path: str) -> CreateResult:
         """Run `xl create PATH` (an absolute path; ValueError otherwise) and report
-        how it ended. Never raises for xl's own failures: a program that cannot be
-        started is reported like a shell would, with exit code 127."""
+        how it ended, as `lifecycle` does."""
         if not os.path.isabs(path):
             raise ValueError(f"xl create needs an absolute path, got {path!r}")
         return self._create(path, subprocess.DEVNULL)
@@ -251,22 +250,20 @@ class XlRunner:
             result = self._create(STDIN_PATH, source)
         return replace(result, stderr_tail=result.stderr_tail.replace(STDIN_PATH, shown_path))
 
-    def shutdown(self, name: str, timeout: float) -> tuple[bool, str]:
-        """Run `xl shutdown NAME` (ask the guest to power off; it does not wait);
-        returns whether xl accepted it and the last lines of its output."""
+    def lifecycle(
+        self,
+        args: Sequence[str],
+        timeout: float,
+        *,
+        stdin: IO[bytes] | int = subprocess.DEVNULL,
+        lock: str | None = None,
+    ) -> CreateResult:
+        """Run `xl ARGS` (create, shutdown, save, restore) with `timeout` (its process
+        group killed then; time waiting for `lock` not counted) and report how it
+        ended. Never raises for xl's own failures: a program that cannot be started
+        is reported like a shell would, with exit code 127."""
         try:
-            outcome = self._run(["shutdown", name], timeout, combine=True)
-        except OSError as exc:
-            return False, f"cannot run {self.command[0]}: {exc}"
-        if outcome.timed_out:
-            return False, f"xl shutdown timed out after {timeout:g}s"
-        return outcome.exit_code == 0, _tail(outcome.stdout, STDERR_TAIL_LINES).strip()
-
-    def lifecycle(self, args: Sequence[str], timeout: float) -> CreateResult:
-        """Run `xl ARGS` (shutdown, save, restore) with `timeout` (its process group
-        killed then) and report how it ended, as `create` does."""
-        try:
-            outcome = self._run(args, max(timeout, 0.0), combine=True)
+            outcome = self._run(args, max(timeout, 0.0), combine=True, stdin=stdin, lock=lock)
         except OSError as exc:
             return CreateResult(
                 ok=False, exit_code=NOT_RUN, stderr_tail=f"cannot run {self.command[0]}: {exc}"
@@ -281,20 +278,8 @@ class XlRunner:
 
     def _create(self, path: str, stdin: IO[bytes] | int) -> CreateResult:
         """Run `xl create PATH` with `stdin` and report how it ended."""
-        try:
-            outcome = self._run(
-                ["create", path], self.create_timeout, combine=True, stdin=stdin, lock=self.lockfile
-            )
-        except OSError as exc:
-            return CreateResult(
-                ok=False, exit_code=NOT_RUN, stderr_tail=f"cannot run {self.command[0]}: {exc}"
-            )
-        return CreateResult(
-            ok=outcome.exit_code == 0,
-            exit_code=outcome.exit_code,
-            timed_out=outcome.timed_out,
-            stderr_tail=_tail(outcome.stdout, STDERR_TAIL_LINES),
-            duration=outcome.duration,
+        return self.lifecycle(
+            ["create", path], self.create_timeout, stdin=stdin, lock=self.lockfile
         )
 
     def _run(
