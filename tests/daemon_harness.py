@@ -103,7 +103,8 @@ class DaemonRun:
             stdout=subprocess.DEVNULL,
             stderr=open(self.root / "daemon.stderr", "ab"),  # noqa: SIM115 - lives with the process
         )
-        wait_for(lambda: len(self.events("started")) > before, 15, "the daemon to start")
+        # a deadline, not a speed claim: a loaded CI host can take many seconds to start Python
+        wait_for(lambda: len(self.events("started")) > before, 60, "the daemon to start")
         return self.proc
 
     def signal(self, sig: int) -> None:
@@ -156,7 +157,7 @@ class DaemonRun:
         of the daemon; `plan` and a `status` without a daemon list too)."""
         return sum(1 for c in self.sim.calls() if c["argv"][:1] == ["list"] and c["time"] >= since)
 
-    def wait_passes(self, count: int, after: float | None = None, timeout: float = 20) -> None:
+    def wait_passes(self, count: int, after: float | None = None, timeout: float = 60) -> None:
         """Wait until `count` passes began after wall time `after` (default: now), so
         that at least `count - 1` whole passes ran after it: the handshake for "the
         daemon had every chance to act" that no fixed sleep gives on a slow machine."""

@@ -17,7 +17,7 @@ from xenreconcile.xl import (
     parse_xl_list,
 )
 
-FUZZ_EXAMPLES = int(os.environ.get("XR_FUZZ_EXAMPLES", "10000"))
+FUZZ_EXAMPLES = int(os.environ.get("XR_FUZZ_EXAMPLES", "3000"))
 
 # Captured from xl 4.17 (Debian 12, PV Dom0 under QEMU); note the TABs in the header.
 REAL_HEADER = "Name                                        ID   Mem VCPUs\tState\tTime(s)"
