@@ -36,12 +36,25 @@ DEFERRED = {
     "xenreconcile.commands": "the CLI's commands",
     "xenreconcile.simxl": "tests and the demo",
 }
+# What `xenreconcile run` does not load either: the other commands' own modules.
+DEFERRED_BY_THE_CLI = {
+    "xenreconcile.demo": "the demo command",
+    "xenreconcile.simxl": "the demo command",
+    "xenreconcile.doctor": "the doctor command",
+    "xenreconcile.guestops": "stop / start / restart NAME",
+    "xenreconcile.hostshutdown": "shutdown-guests and check",
+    "xenreconcile.drain": "shutdown-guests and check",
+    "xenreconcile.budget": "check",
+    "xenreconcile.pool": "pool mode only",
+    "xenreconcile.metricsexport": "metrics_listen / metrics_textfile only",
+    "logging.handlers": "log_file: syslog only",
+}
 
 
-def loaded_by_importing(module: str) -> set[str]:
-    """Given a module name, the names in `sys.modules` after a fresh interpreter
-    imported it (with the environment of the tests, bytecode or not)."""
-    code = f"import json, sys, {module}; print(json.dumps(sorted(sys.modules)))"
+def loaded_by_importing(*modules: str) -> set[str]:
+    """Given module names, the names in `sys.modules` after a fresh interpreter
+    imported them (with the environment of the tests, bytecode or not)."""
+    code = f"import json, sys, {', '.join(modules)}; print(json.dumps(sorted(sys.modules)))"
     result = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -58,12 +71,32 @@ def daemon_modules() -> set[str]:
     return loaded_by_importing("xenreconcile.daemon")
 
 
+@pytest.fixture(scope="module")
+def run_command_modules() -> set[str]:
+    # What `xenreconcile run` imports before the daemon starts: the CLI, then the commands.
+    return loaded_by_importing("xenreconcile.cli", "xenreconcile.commands")
+
+
+def loaded_of(package: str, modules: set[str]) -> list[str]:
+    """The module `package` and its submodules among `modules`."""
+    return sorted(m for m in modules if m == package or m.startswith(package + "."))
+
+
 @pytest.mark.parametrize("deferred", sorted(DEFERRED))
 def test_importing_the_daemon_does_not_load(deferred: str, daemon_modules: set[str]) -> None:
-    loaded = sorted(m for m in daemon_modules if m == deferred or m.startswith(deferred + "."))
-    assert loaded == [], f"{deferred} is needed only for {DEFERRED[deferred]}"
+    assert loaded_of(deferred, daemon_modules) == [], f"needed only for {DEFERRED[deferred]}"
 
 
-def test_the_check_sees_what_the_daemon_does_load(daemon_modules: set[str]) -> None:
+@pytest.mark.parametrize("deferred", sorted(DEFERRED_BY_THE_CLI))
+def test_the_run_command_does_not_load(deferred: str, run_command_modules: set[str]) -> None:
+    why = DEFERRED_BY_THE_CLI[deferred]
+    assert loaded_of(deferred, run_command_modules) == [], f"needed only for {why}"
+
+
+def test_the_check_sees_what_the_daemon_does_load(
+    daemon_modules: set[str], run_command_modules: set[str]
+) -> None:
     # The planner, the scanner and the xl adapter are on the way to the first create.
-    assert {"xenreconcile.planner", "xenreconcile.guestdir", "xenreconcile.xl"} <= daemon_modules
+    needed = {"xenreconcile.planner", "xenreconcile.guestdir", "xenreconcile.xl"}
+    assert needed <= daemon_modules
+    assert needed | {"xenreconcile.daemon"} <= run_command_modules
