@@ -14,13 +14,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from xenreconcile import budget, control, doctor, hostshutdown, liveness, logs, report, saves
+from xenreconcile import control, liveness, logs, report, saves
 from xenreconcile.clock import Instant
 from xenreconcile.config import Config, ConfigError, load_config
 from xenreconcile.daemon import STATUS_FILE, Daemon
-from xenreconcile.demo import run_demo
 from xenreconcile.errors import EXIT_FAILURE, EXIT_SETUP, XenreconcileError
-from xenreconcile.guestops import GuestOps
 from xenreconcile.models import DesiredGuest, Memory, Plan
 from xenreconcile.passinputs import PassInputs
 from xenreconcile.poolmode import dry_gate, pool_line
@@ -39,6 +37,8 @@ MAX_STATUS_BYTES = 64 * 1024 * 1024
 def dispatch(args: argparse.Namespace) -> int:
     """Load the config and run the command `args` names; returns its exit code."""
     if args.command == "demo":
+        from xenreconcile.demo import run_demo  # noqa: PLC0415 - deferred: the demo only
+
         return run_demo(keep=args.keep)
     try:
         config = load_config(args.config)
@@ -223,6 +223,8 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
 
 def drain_warnings(config: Config, guests: Sequence[DesiredGuest]) -> list[str]:
     """`check`'s warnings about the host's drain (see `budget`)."""
+    from xenreconcile import budget, hostshutdown  # noqa: PLC0415 - deferred: `check` only
+
     memory = {g.name: hostshutdown.cfg_memory_mib(g.path) for g in guests}
     found = budget.warnings(config, memory, budget.host_budget())
     if budget.guest_unit_missing():
@@ -236,6 +238,8 @@ def drain_warnings(config: Config, guests: Sequence[DesiredGuest]) -> list[str]:
 def cmd_doctor(config: Config, args: argparse.Namespace) -> int:
     """`doctor`: this Dom0's checklist, OK / WARN / FAIL per line with the fix;
     0 when nothing FAILs."""
+    from xenreconcile import doctor  # noqa: PLC0415 - deferred: `doctor` only
+
     inputs = PassInputs(config)
     needs = inputs.preflight.needs(inputs.scanner.scan())
     bridges = {name: need.bridges for name, need in needs.items()}
@@ -267,6 +271,8 @@ def cmd_guest_op(config: Config, args: argparse.Namespace) -> int:
     if args.command != "start" and not args.timeout > 0:
         print(f"xenreconcile: {args.command}: --timeout must be above 0", file=sys.stderr)
         return EXIT_USAGE
+    from xenreconcile.guestops import GuestOps  # noqa: PLC0415 - deferred: these commands only
+
     logs.configure(config.log_file, config.log_format, config.log_level)
     ops = GuestOps(config, say=print, log=logs.get_logger())
     if args.command == "stop":
@@ -278,6 +284,8 @@ def cmd_guest_op(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_shutdown_guests(config: Config, args: argparse.Namespace) -> int:
     """`shutdown-guests [--dry-run]`: drain the host (see `hostshutdown`)."""
+    from xenreconcile import hostshutdown  # noqa: PLC0415 - deferred: the host's drain only
+
     logs.configure(config.log_file, config.log_format, config.log_level)
     return hostshutdown.shutdown_guests(config, dry_run=args.dry_run, out=sys.stdout)
 

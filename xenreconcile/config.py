@@ -13,7 +13,6 @@ Run `python -m xenreconcile.config --sample` to print the sample config, or
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import re
@@ -293,6 +292,8 @@ def _mapping_items(
 
 
 def _unknown_key_message(key: str, known: Mapping[str, Option]) -> str:
+    import difflib  # noqa: PLC0415 - deferred: a config error only
+
     close = difflib.get_close_matches(key, list(known), n=1)
     hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
     return f"unknown key{hint}"

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from xenreconcile import __version__, converge, logs, metrics, planner, report
+from xenreconcile import __version__, logs, metrics, planner
 from xenreconcile.backoff import toolstack_delay
 from xenreconcile.clock import Clock, SystemClock, epoch_offset
 from xenreconcile.config import Config, ConfigError, load_config
@@ -35,7 +35,7 @@ from xenreconcile.hostcycle import HostCycle
 from xenreconcile.inbox import RequestInbox
 from xenreconcile.keeper import DaemonError, StateKeeper
 from xenreconcile.loopqueue import Finished, Hint, LoopQueue
-from xenreconcile.models import Memory, Plan, PoolGate
+from xenreconcile.models import GuestStatus, Memory, Plan, PoolGate
 from xenreconcile.passinputs import Observation, PassInputs, Runner, xl_command
 from xenreconcile.poolmode import pool_agent, pool_gate, pool_summary, preferred_hosts
 from xenreconcile.releasewatch import ReleaseWatchSource
@@ -201,7 +201,7 @@ class Daemon:
             gate = pool_gate(self.pool, seen.desired, seen.listing)
             final = self.inputs.plan(seen, self.memory, (), self.clock.monotonic(), pool=gate)
             self.last_plan = final
-            bad = [s for s in final.statuses if report.is_problem(s)]
+            bad = problems(final)
             for status in bad:
                 self.log.warning("not_running", guest=status.name, state=status.state.value)
             return 1 if bad or seen.listing is None or seen.desired.error else 0
@@ -213,6 +213,8 @@ class Daemon:
         """Pass after pass, every create that can be done now, order groups
         included, waiting for each, until nothing more can happen without waiting
         for a backoff (or a stop is asked)."""
+        from xenreconcile import converge  # noqa: PLC0415 - deferred: run --once only
+
         while not self.stopping:
             plan = self.run_pass(self.clock.monotonic())
             if self.in_flight:
@@ -315,6 +317,9 @@ class Daemon:
     ) -> None:
         """Write the status document for `xenreconcile status`: every pass, since
         it says when the last pass was (`daemon.last_pass`, the loop's liveness)."""
+        # deferred: the first status is written after the first pass started its creates
+        from xenreconcile import report  # noqa: PLC0415
+
         doc = report.status_document(
             plan,
             now=now,
@@ -360,6 +365,13 @@ class Daemon:
             self.metrics.close()
             self.metrics = open_metrics(new, self.log)
         self.log.info("config_reloaded", config=self.config_path)
+
+
+def problems(plan: Plan) -> list[GuestStatus]:
+    """Given a plan, the statuses `run --once` counts as not done."""
+    from xenreconcile import report  # noqa: PLC0415 - deferred: needed once the creates are done
+
+    return [status for status in plan.statuses if report.is_problem(status)]
 
 
 def open_metrics(config: Config, log: Any) -> metrics.MetricsSink:

@@ -25,7 +25,7 @@ from itertools import groupby
 from typing import Any
 
 from xenreconcile.models import CreateResult, Domain
-from xenreconcile.restore import LifecycleRunner
+from xenreconcile.passinputs import LifecycleRunner
 from xenreconcile.saves import SaveStore, image_bytes_needed, savable_name
 from xenreconcile.state import Boot
 from xenreconcile.xl import ToolstackError

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from xenreconcile import hints
 from xenreconcile.models import (
     CreateAction,
     CreateResult,
@@ -100,6 +99,8 @@ class EventSink:
                 "create_ok", guest=action.name, file=action.path, seconds=round(result.duration, 2)
             )
             return
+        from xenreconcile import hints  # noqa: PLC0415 - deferred: a failure's remedy only
+
         hint = hints.remedy(result.stderr_tail)
         self.log.error(
             "create_failed",

@@ -17,7 +17,6 @@ from typing import Any
 from xenreconcile import standdown
 from xenreconcile.models import Memory
 from xenreconcile.passinputs import Observation, PassInputs
-from xenreconcile.restore import Restorer
 from xenreconcile.saves import DUE, STALE, SaveStore
 
 
@@ -67,6 +66,8 @@ class HostCycle:
             i.name in desired for i in images.images(boot) if i.fate in (DUE, STALE)
         ):
             return seen, memory
+        from xenreconcile.restore import Restorer  # noqa: PLC0415 - deferred: images due only
+
         restorer = Restorer(images, self.inputs.lifecycle_runner, self.inputs.config, self.log)
         memory = restorer.restore_due(desired, seen.listing, memory, boot, now)
         return self.inputs.observe(), memory

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import logging.handlers
 import os
 import sys
 import time
@@ -322,28 +321,15 @@ def syslog_socket() -> str:
     return next((p for p in SYSLOG_SOCKETS if os.path.exists(p)), SYSLOG_SOCKETS[-1])
 
 
-class SyslogHandler(logging.handlers.SysLogHandler):
-    """Sends each line to the local syslog socket `address` as facility daemon,
-    tagged `xenreconcile[PID]`. A socket that is not there yet, or went away
-    (syslogd restarting), is connected again at the next line; a line that
-    cannot be sent goes to stderr instead."""
-
-    def __init__(self, address: str) -> None:
-        super().__init__(address, logging.handlers.SysLogHandler.LOG_DAEMON)
-        self.ident = f"{SYSLOG_TAG}[{os.getpid()}]: "
-
-    def handleError(self, record: logging.LogRecord) -> None:
-        """The line could not be sent: write it to stderr (never raises)."""
-        with contextlib.suppress(Exception):
-            write_stderr(self.format(record) + "\n")
-
-
 def _open_handler(
     log_file: str, formatter: logging.Formatter, clock: Callable[[], float]
 ) -> logging.Handler:
     """A stderr handler for "-", a SyslogHandler for "syslog", else a
     LogFileHandler, opened (or fallen back)."""
     if log_file == SYSLOG:
+        # deferred: logging.handlers (and pickle) only for the log_file that needs them
+        from xenreconcile.logsyslog import SyslogHandler  # noqa: PLC0415
+
         syslog = SyslogHandler(syslog_socket())
         syslog.setFormatter(formatter)
         return syslog

@@ -11,9 +11,9 @@ the scanner's fingerprint cache.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from xenreconcile import bootgate, exits, partial, planner
 from xenreconcile.clock import from_epoch
@@ -30,7 +30,6 @@ from xenreconcile.models import (
     PoolGate,
 )
 from xenreconcile.preflight import Preflight
-from xenreconcile.restore import LifecycleRunner
 from xenreconcile.state import Boot, read_boot
 from xenreconcile.xl import ToolstackError, UnreadRow, XlListRowsError, XlRunner
 
@@ -41,6 +40,14 @@ class Runner(Protocol):
     def list(self) -> tuple[Domain, ...]: ...
     def create(self, path: str) -> CreateResult: ...
     def create_from_bytes(self, data: bytes, shown_path: str) -> CreateResult: ...
+
+
+@runtime_checkable
+class LifecycleRunner(Protocol):
+    """What a restore or the drain needs from the xl adapter: xl shutdown, save
+    and restore."""
+
+    def lifecycle(self, args: Sequence[str], timeout: float) -> CreateResult: ...
 
 
 def xl_command(config: Config) -> list[str]:

@@ -14,24 +14,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from xenreconcile import planner
 from xenreconcile.config import Config
-from xenreconcile.models import CreateResult, Domain, Memory
+from xenreconcile.models import Domain, Memory
 from xenreconcile.notify import notify_async
+from xenreconcile.passinputs import LifecycleRunner
 from xenreconcile.saves import STALE, Image, SaveStore
 from xenreconcile.state import Boot
 
 RESTORE_FAILED = "restore_failed"  # XR_EVENT of a failed restore
 IMAGE_STALE = "save_image_stale"  # XR_EVENT of an image never restored
-
-
-@runtime_checkable
-class LifecycleRunner(Protocol):
-    """What a restore needs from the xl adapter."""
-
-    def lifecycle(self, args: Sequence[str], timeout: float) -> CreateResult: ...
 
 
 @dataclass
