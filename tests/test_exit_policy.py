@@ -336,3 +336,18 @@ def test_a_zombie_among_several_nameless_domains_is_found() -> None:
     gone = step(seen_running(s), listing, NOW, s, {"web": POWEROFF})
     later = step(gone.memory, listing, NOW + 60, s, {"web": POWEROFF})
     assert "blocked by zombie domid 7" in (row(later).detail or "")
+
+
+def test_a_restart_soon_after_a_create_is_no_failure_before_xl_logs_the_end() -> None:
+    # `restart` right after `start`: the domain can leave the listing before xl's
+    # monitor writes its final line; the end is ours, so it is not "died after create"
+    s = settings("on-failure")
+    fresh = seen_running(s)
+    just_created = replace(fresh.guests["web"], created_at=NOW - 1)
+    memory = replace(fresh, guests={"web": just_created})
+    memory = planner.intend(memory, "web", "restart")
+    plan = step(memory, (), NOW, s, {"web": NO_FINAL_LINE})
+    web = plan.memory.guests["web"]
+    assert (web.attempts, web.next_retry, web.last_error) == (0, None, None)
+    later = step(plan.memory, (), NOW + 10, s, {"web": NO_FINAL_LINE})
+    assert [c.name for c in later.creates] == ["web"]  # after missing_grace, no backoff

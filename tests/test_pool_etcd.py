@@ -137,6 +137,9 @@ def test_live_migration_hands_the_claim_over(tmp_path: Path) -> None:
     prefer = {"guests": {"g1": {"pool_host": "a"}}}
     with pool_of(tmp_path, "a", "b", config=prefer) as pool:
         pool.start()
+        # each host's view of who is alive comes from its own passes: one taken before
+        # a was alive would let b claim g1 (a is down, as far as b knows)
+        pool.wait_passes(2)
         pool.add_guest("g1")
         assert pool.wait_placed(["g1"]) == {"g1": "a"}
         pool.hosts["a"].run.sim.migrate_away("g1", seconds=1.5)

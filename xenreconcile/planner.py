@@ -460,9 +460,10 @@ def _observe_missing(name: str, gm: GuestMemory, ctx: _Pass) -> GuestMemory:
         if exitpolicy.waits_for_log(gm, life, grace_over=grace_over):
             ctx.wake(grace_end)
             return gm
+        ours = gm.intent is not None  # we ended it (stop, restart, the drain): no failure
         end = exitpolicy.classify(gm, life)
         gm = _settled(name, gm, end, ctx)
-        if end.reason is not ExitReason.UNKNOWN:
+        if ours or end.reason is not ExitReason.UNKNOWN:
             return replace(gm, created_at=None)
     if gm.created_at is None:
         return gm
