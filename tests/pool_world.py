@@ -202,6 +202,10 @@ class Host:
         if "fence" in pool:
             feed = [arg.replace("{host}", name) for arg in pool["fence"]["feed"]]
             pool_config["fence"] = {**pool["fence"], "feed": feed}
+        # "{host}" in a config value stands for the host's name (one textfile each)
+        config = {
+            k: v.replace("{host}", name) if isinstance(v, str) else v for k, v in config.items()
+        }
         self.run.write_config(
             guests_dir=str(guests_dir), pool=pool_config, log_level="info", **config
         )

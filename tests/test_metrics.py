@@ -28,6 +28,7 @@ from xenreconcile.models import (
     GuestStatus,
     Memory,
     Plan,
+    PoolGate,
 )
 
 
@@ -298,3 +299,26 @@ def test_prometheus_client_is_imported_only_when_metrics_are_configured() -> Non
         "assert 'prometheus_client' not in sys.modules, 'imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- pool mode ---------------------------------------------------------------------------
+
+
+def test_without_pool_mode_there_are_no_pool_samples() -> None:
+    got = metrics.gauge_samples(metrics.pass_view(PLAN, now=100.0, wall_now=5000.0))
+    assert got["xenreconcile_pool_confirmed"] == []
+    assert got["xenreconcile_guest_claimed"] == []
+
+
+def test_a_confirmed_pool_view_says_which_guests_are_claimed_here() -> None:
+    gate = PoolGate(True, mine=frozenset({"web"}), elsewhere={"db": "b"})
+    got = metrics.gauge_samples(metrics.pass_view(PLAN, 100.0, 5000.0, gate))
+    assert got["xenreconcile_pool_confirmed"] == [((), 1.0)]
+    assert dict(got["xenreconcile_guest_claimed"]) == {("web",): 1.0, ("db",): 0.0, ("old",): 0.0}
+
+
+def test_an_unconfirmed_pool_view_says_so_and_names_no_claim() -> None:
+    gate = PoolGate(False, reason="etcd: connection refused")
+    got = metrics.gauge_samples(metrics.pass_view(PLAN, 100.0, 5000.0, gate))
+    assert got["xenreconcile_pool_confirmed"] == [((), 0.0)]
+    assert got["xenreconcile_guest_claimed"] == []

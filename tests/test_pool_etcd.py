@@ -96,8 +96,19 @@ def test_a_lost_host_s_guests_move_only_after_takeover(tmp_path: Path) -> None:
         pool.checker.assert_held()
 
 
+def _pool_metrics(path: Path) -> dict[str, float]:
+    """The pool samples of a metrics textfile: metric name (with labels) -> value."""
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(("xenreconcile_pool_confirmed", "xenreconcile_guest_claimed"))
+    }
+
+
 def test_a_partitioned_host_keeps_its_guests_and_starts_nothing(tmp_path: Path) -> None:
-    with pool_of(tmp_path, "a", "b") as pool:
+    textfile = str(tmp_path / "{host}.prom")
+    with pool_of(tmp_path, "a", "b", config={"metrics_textfile": textfile}) as pool:
         pool.start()
         for guest in GUESTS:
             pool.add_guest(guest)
@@ -105,8 +116,17 @@ def test_a_partitioned_host_keeps_its_guests_and_starts_nothing(tmp_path: Path) 
         cut = "a" if _by_host(placed, "a") else "b"
         other = "b" if cut == "a" else "a"
         mine = _by_host(placed, cut)
+        claimed = {
+            f'xenreconcile_guest_claimed{{guest="{g}"}}': float(h == cut) for g, h in placed.items()
+        }
+        metrics_file = tmp_path / f"{cut}.prom"
+        expected = {"xenreconcile_pool_confirmed": 1.0, **claimed}
+        wait_for(lambda: _pool_metrics(metrics_file) == expected, 30, "the pool metrics")
         pool.hosts[cut].proxy.cut()
         wait_for(lambda: not pool.pool_status(other)["hosts"][cut]["alive"], 30, "lease to end")
+        # not confirmed: it says so, and claims nothing it cannot see
+        unconfirmed = {"xenreconcile_pool_confirmed": 0.0}
+        wait_for(lambda: _pool_metrics(metrics_file) == unconfirmed, 30, "pool_confirmed 0")
         pool.hosts[cut].run.sim.destroy(mine[0])  # it crashes while its host is cut off
         pool.wait_passes(4)
         assert all(pool.where(g) == [cut] for g in mine[1:])

@@ -86,7 +86,75 @@ def test_alert_rules_pass_promtool() -> None:
         [promtool, "check", "rules", str(RULES)], capture_output=True, text=True, check=False
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 5 rules found" in checked.stdout
+    assert "SUCCESS: 6 rules found" in checked.stdout
+
+
+# Series for `promtool test rules`, one sample a minute: a guest down on this host
+# ("web"), one running on another host of the pool ("db", state elsewhere), and a
+# host that cannot confirm its pool lease.
+RULE_TEST = """\
+rule_files:
+  - {rules}
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'xenreconcile_guest_up{{instance="h1", guest="web"}}'
+        values: '0x20'
+      - series: 'xenreconcile_guest_state{{instance="h1", guest="web", state="backoff"}}'
+        values: '1x20'
+      - series: 'xenreconcile_guest_up{{instance="h1", guest="db"}}'
+        values: '0x20'
+      - series: 'xenreconcile_guest_state{{instance="h1", guest="db", state="elsewhere"}}'
+        values: '1x20'
+      - series: 'xenreconcile_pool_confirmed{{instance="h1"}}'
+        values: '0x20'
+    alert_rule_test:
+      - eval_time: 12m
+        alertname: XenGuestDown
+        exp_alerts:
+          - exp_labels: {{severity: critical, instance: h1, guest: web}}
+            exp_annotations:
+              summary: "Xen guest web on h1 has been down for 10 minutes"
+              description: "{down_description}"
+      - eval_time: 12m
+        alertname: XenreconcilePoolNotConfirmed
+        exp_alerts:
+          - exp_labels: {{severity: critical, instance: h1}}
+            exp_annotations:
+              summary: "{pool_summary}"
+              description: "{pool_description}"
+      - eval_time: 3m
+        alertname: XenreconcilePoolNotConfirmed
+        exp_alerts: []
+"""
+
+
+def test_the_alert_rules_fire_on_a_down_guest_not_on_one_running_elsewhere(
+    tmp_path: Path,
+) -> None:
+    promtool = tool("promtool")
+    rules = {
+        r["alert"]: r["annotations"]
+        for r in yaml.safe_load(RULES.read_text(encoding="utf-8"))["groups"][0]["rules"]
+    }
+    quoted = {  # the annotations as promtool expands them, quoted for YAML
+        "down_description": rules["XenGuestDown"]["description"],
+        "pool_summary": rules["XenreconcilePoolNotConfirmed"]["summary"].replace(
+            "{{ $labels.instance }}", "h1"
+        ),
+        "pool_description": rules["XenreconcilePoolNotConfirmed"]["description"],
+    }
+    test_file = tmp_path / "rules-test.yml"
+    test_file.write_text(
+        RULE_TEST.format(rules=RULES, **{k: v.replace('"', '\\"') for k, v in quoted.items()}),
+        encoding="utf-8",
+    )
+    tested = subprocess.run(
+        [promtool, "test", "rules", str(test_file)], capture_output=True, text=True, check=False
+    )
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "SUCCESS" in tested.stdout + tested.stderr
 
 
 @pytest.mark.parametrize("doc", ["README.md", "docs/man/xenreconcile.8"])

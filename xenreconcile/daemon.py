@@ -255,7 +255,7 @@ class Daemon:
         self.keeper.save(self.memory)
         wall_now = now + epoch_offset(self.clock)
         self._write_status(plan, seen, now, wall_now, gate)
-        self.metrics.pass_done(metrics.pass_view(plan, now, wall_now))
+        self.metrics.pass_done(metrics.pass_view(plan, now, wall_now, gate))
         self.passes += 1
         if self.passes == 1:
             self.notifier.ready(f"first pass done: {len(plan.statuses)} guest(s)")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from xenreconcile import __version__
-from xenreconcile.models import CreateAction, CreateResult, GuestPhase, GuestStatus, Plan
+from xenreconcile.models import CreateAction, CreateResult, GuestPhase, GuestStatus, Plan, PoolGate
 
 # States in which the guest is listed running (what `xenreconcile_guest_up` says).
 UP_STATES = frozenset({GuestPhase.RUNNING, GuestPhase.DRIFT, GuestPhase.UNMANAGED})
@@ -30,23 +30,26 @@ Sample = tuple[Labels, float]
 @dataclass(frozen=True, slots=True)
 class PassView:
     """What one pass saw, as the metrics need it: every guest's status, whether
-    the toolstack listing was trusted, the wall time of the pass (epoch seconds)
-    and the wall time of each guest's next retry."""
+    the toolstack listing was trusted, the wall time of the pass (epoch seconds),
+    the wall time of each guest's next retry, and pool mode's gate of the pass
+    (None without pool mode)."""
 
     statuses: tuple[GuestStatus, ...]
     toolstack_up: bool
     wall_time: float
     next_retry_wall: dict[str, float]
+    pool: PoolGate | None = None
 
 
-def pass_view(plan: Plan, now: float, wall_now: float) -> PassView:
-    """Given a plan made at monotonic `now` (wall clock `wall_now`), its PassView."""
+def pass_view(plan: Plan, now: float, wall_now: float, pool: PoolGate | None = None) -> PassView:
+    """Given a plan made at monotonic `now` (wall clock `wall_now`) and the pass's
+    pool gate (None without pool mode), its PassView."""
     retries = {
         s.name: round(wall_now + (s.next_retry - now), 3)
         for s in plan.statuses
         if s.next_retry is not None
     }
-    return PassView(plan.statuses, plan.trusted, wall_now, retries)
+    return PassView(plan.statuses, plan.trusted, wall_now, retries, pool)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +102,21 @@ def _next_retry(view: PassView) -> Iterable[Sample]:
     return (((name,), at) for name, at in sorted(view.next_retry_wall.items()))
 
 
+def _pool_confirmed(view: PassView) -> Iterable[Sample]:
+    # Absent without pool mode, so a rule on it never fires on a single host.
+    if view.pool is not None:
+        yield (), 1.0 if view.pool.confirmed else 0.0
+
+
+def _guest_claimed(view: PassView) -> Iterable[Sample]:
+    # Only from a confirmed view: an unconfirmed one knows nothing of the claims,
+    # and a 0 there would read as "claimed elsewhere".
+    if view.pool is None or not view.pool.confirmed:
+        return
+    for s in view.statuses:
+        yield (s.name,), 1.0 if s.name in view.pool.mine else 0.0
+
+
 GAUGES: tuple[GaugeDef, ...] = (
     GaugeDef(
         "xenreconcile_guest_up",
@@ -135,6 +153,20 @@ GAUGES: tuple[GaugeDef, ...] = (
         "When the daemon last compared the guests directory with xl list (epoch seconds).",
         (),
         lambda view: [((), view.wall_time)],
+    ),
+    GaugeDef(
+        "xenreconcile_pool_confirmed",
+        "Pool mode: 1 when etcd answered and this host's lease is known alive (it may"
+        " create), 0 when not (it keeps its guests and creates nothing).",
+        (),
+        _pool_confirmed,
+    ),
+    GaugeDef(
+        "xenreconcile_guest_claimed",
+        "Pool mode: 1 when this host holds the guest's claim, 0 when it does not"
+        " (absent while the pool view is not confirmed).",
+        ("guest",),
+        _guest_claimed,
     ),
     GaugeDef(
         "xenreconcile_build_info",
