@@ -328,11 +328,16 @@ boot_machine() {
     # seconds under TCG: stop QEMU now (SIGTERM: QEMU flushes the disk and exits cleanly)
     if grep -q 'XENLAB-POWEROFF' "$log"; then how=poweroff; sleep 1; break; fi
     if grep -q 'reboot: Restarting system' "$log"; then how=reboot; sleep 1; break; fi
+    # Dom0's watchdog expired (pool mode's fence): Xen resets the machine itself
+    if grep -q 'Hardware Dom0 shutdown: watchdog rebooting' "$log"; then
+      say "the Xen watchdog fired for Dom0: machine reset"
+      how=reboot; sleep 1; break
+    fi
     sleep 0.5
   done
   # QEMU may have exited on its own between two looks at the log (a quick power-off)
   if [[ -z $how ]] && grep -q 'XENLAB-POWEROFF' "$log"; then how=poweroff; fi
-  if [[ -z $how ]] && grep -q -E 'Hardware Dom0 shutdown: rebooting|reboot: Restarting system' "$log"; then
+  if [[ -z $how ]] && grep -q -E 'Hardware Dom0 shutdown: (watchdog )?rebooting|reboot: Restarting system' "$log"; then
     how=reboot
   fi
   kill -0 $qpid 2>/dev/null && kill $qpid
