@@ -269,9 +269,10 @@ class Fence:
     feed: tuple[str, ...] = argv(
         "Program and arguments (no shell) run after every successful lease renewal "
         "and at no other time; it arms and feeds the Xen watchdog for Dom0 with "
-        "XR_FENCE_TIMEOUT seconds. Empty: no fencing, so the guests of a lost host "
+        "XR_FENCE_TIMEOUT seconds (the shipped xenreconcile-watchdog-feed does that). "
+        "Empty: no fencing, so the guests of a lost host "
         "move only after `xenreconcile pool takeover HOST --yes`.",
-        example="[/usr/local/libexec/xenreconcile-watchdog-feed]",
+        example="[/usr/local/bin/xenreconcile-watchdog-feed]",
     )
     timeout: float = duration(
         30.0,
