@@ -38,7 +38,7 @@ FRESH: dict[tuple[str, ...], Output] = {
     ("sysctl", "-n", "vm.max_wired"): recorded("sysctl-vm.max_wired.default.txt"),
     ("limits", "-U", "root"): recorded("limits-U-root.default.txt"),
     ("sysrc", "-n", "xencommons_enable"): recorded("sysrc-xencommons_enable.no.txt"),
-    ("service", "xencommons", "status"): recorded("service-xencommons-status.stopped.txt", 1),
+    ("service", "xencommons", "status"): recorded("service-xencommons-status.stopped.txt"),
     ("xl", "info"): (1, ""),
     ("sysctl", "-n", "kern.vm_guest"): recorded("sysctl-kern.vm_guest.bare.txt"),
     ("sysctl", "-n", "hw.hv_vendor"): recorded("sysctl-hw.hv_vendor.bare.txt"),
@@ -73,7 +73,7 @@ def test_fresh_install_fails_with_the_handbooks_fixes() -> None:
     assert memlock.level is Level.FAIL
     assert memlock.fix is not None and "cap_mkdb /etc/login.conf" in memlock.fix
     assert by_text["xencommons_enable is NO"].fix == "sysrc xencommons_enable=yes (Handbook 23.7.1)"
-    assert by_text["xencommons is not running: xencommons is not running."].level is Level.FAIL
+    assert by_text["xencommons is not running: xencommons are not running."].level is Level.FAIL
     kernel = by_text["the Xen kernel is not loaded (kern.vm_guest is not xen)"]
     assert kernel.fix is not None and 'xen_kernel="/boot/xen"' in kernel.fix
     bridge = by_text["bridge bridge0 (vif of db, web) does not exist"]
@@ -167,3 +167,28 @@ def test_doctor_command_runs(tmp_path: Path) -> None:
     )
     assert done.returncode == 1, done.stderr
     assert "FAIL  bridge xrtestbr9 (vif of web) does not exist" in done.stdout
+
+
+# Xen's rc.d/xencommons for FreeBSD exits 0 whatever it finds; its text is the answer.
+@pytest.mark.parametrize(
+    ("recording", "level", "text"),
+    [
+        ("running", Level.OK, "xencommons is running (xenstored, xenconsoled)"),
+        ("stopped", Level.FAIL, "xencommons is not running: xencommons are not running."),
+        ("noconsoled", Level.FAIL, "xencommons is not running: xenconsoled stopped"),
+    ],
+)
+def test_xencommons_status_is_read_from_its_text_not_its_exit_status(
+    recording: str, level: Level, text: str
+) -> None:
+    finding = doctor.xencommons_running(recorded(f"service-xencommons-status.{recording}.txt"))
+    assert (finding.level, finding.text) == (level, text)
+    if level is Level.FAIL:
+        assert finding.fix == "service xencommons start"
+
+
+def test_xencommons_status_that_could_not_run_fails() -> None:
+    assert doctor.xencommons_running(None).level is Level.FAIL
+    assert doctor.xencommons_running((1, "xencommons does not exist in /etc/rc.d\n")).level is (
+        Level.FAIL
+    )

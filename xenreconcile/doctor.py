@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -98,12 +99,29 @@ def xencommons_enabled(sysrc: Output) -> Finding:
     return Finding(Level.FAIL, f"xencommons_enable is {value or 'not set'}", fix)
 
 
+_XENCOMMONS_BOTH = re.compile(r"xencommons are running as pids\s+\d+\s+\d+\.?$")
+_XENCOMMONS_ONE = re.compile(r"(xenstored|xenconsoled) is running as pid \d+\.?$")
+
+
 def xencommons_running(status: Output) -> Finding:
-    """`service xencommons status`: exit 0 while xenstored and xenconsoled run."""
+    """`service xencommons status`, as Xen's rc.d/xencommons for FreeBSD prints it.
+    That script exits 0 whether or not its daemons run, so only its text counts:
+    "xencommons are running as pids ..." when both run, else one line per daemon
+    (where a daemon that is not running may show as "running as pid ." with no
+    number) or "xencommons are not running."."""
     fix = "service xencommons start"
-    if status is not None and status[0] == 0:
-        return Finding(Level.OK, "xencommons is running")
-    said = status[1].strip().splitlines()[:1] if status is not None else []
+    lines = status[1].strip().splitlines() if status is not None else []
+    if any(_XENCOMMONS_BOTH.match(line) for line in lines):
+        return Finding(Level.OK, "xencommons is running (xenstored, xenconsoled)")
+    running = {m.group(1) for m in map(_XENCOMMONS_ONE.match, lines) if m}
+    if running == {"xenstored", "xenconsoled"}:
+        return Finding(Level.OK, "xencommons is running (xenstored, xenconsoled)")
+    if status is None:
+        return Finding(Level.FAIL, "xencommons: `service xencommons status` could not be run", fix)
+    if lines and lines[0].startswith(("xenstored ", "xenconsoled ")):
+        stopped = sorted({"xenstored", "xenconsoled"} - running)
+        return Finding(Level.FAIL, f"xencommons is not running: {', '.join(stopped)} stopped", fix)
+    said = lines[:1]
     return Finding(Level.FAIL, "xencommons is not running" + "".join(f": {s}" for s in said), fix)
 
 
