@@ -192,3 +192,16 @@ def test_xencommons_status_that_could_not_run_fails() -> None:
     assert doctor.xencommons_running((1, "xencommons does not exist in /etc/rc.d\n")).level is (
         Level.FAIL
     )
+
+
+def test_memorylocked_is_read_when_soft_and_hard_limits_differ() -> None:
+    """limits(1) then prints the soft limit as `memorylocked-cur`."""
+    text = recorded("limits-U-root.default.txt")[1].replace(
+        "  memorylocked               64 kB", "  memorylocked-cur           64 kB"
+    )
+    assert "memorylocked-cur" in text
+    finding = doctor.memorylocked((0, text))
+    assert (finding.level, finding.text) == (
+        Level.FAIL,
+        "root's login class has memorylocked 64 kB",
+    )

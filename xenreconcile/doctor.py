@@ -73,7 +73,8 @@ def max_wired(sysctl: Output) -> Finding:
 
 def memorylocked(limits: Output) -> Finding:
     """`limits -U root`: root's login class must have memorylocked=unlimited
-    (limits(1) prints it as `memorylocked  infinity kB`)."""
+    (limits(1) prints it as `memorylocked  infinity kB`, or as `memorylocked-cur`,
+    the soft limit, when the class's soft and hard limits differ)."""
     fix = (
         "sed -i '' -e 's/memorylocked=64K/memorylocked=unlimited/' /etc/login.conf"
         " && cap_mkdb /etc/login.conf (Handbook 23.7.2)"
@@ -82,7 +83,7 @@ def memorylocked(limits: Output) -> Finding:
         return Finding(Level.WARN, "memorylocked: `limits -U root` could not be run", fix)
     for line in limits[1].splitlines():
         words = line.split()
-        if words[:1] == ["memorylocked"] and len(words) >= 2:
+        if words[:1] in (["memorylocked"], ["memorylocked-cur"]) and len(words) >= 2:
             shown = " ".join(words[1:])
             if words[1] == "infinity":
                 return Finding(Level.OK, "root's login class has memorylocked=unlimited")
