@@ -112,10 +112,8 @@ def xencommons_running(status: Output) -> Finding:
     number) or "xencommons are not running."."""
     fix = "service xencommons start"
     lines = status[1].strip().splitlines() if status is not None else []
-    if any(_XENCOMMONS_BOTH.match(line) for line in lines):
-        return Finding(Level.OK, "xencommons is running (xenstored, xenconsoled)")
     running = {m.group(1) for m in map(_XENCOMMONS_ONE.match, lines) if m}
-    if running == {"xenstored", "xenconsoled"}:
+    if any(map(_XENCOMMONS_BOTH.match, lines)) or running == {"xenstored", "xenconsoled"}:
         return Finding(Level.OK, "xencommons is running (xenstored, xenconsoled)")
     if status is None:
         return Finding(Level.FAIL, "xencommons: `service xencommons status` could not be run", fix)
