@@ -106,6 +106,21 @@ def test_claims_of_a_dead_host_are_not_taken_by_placement() -> None:
     assert placement.gate("b", {"g"}, view, set(), 3.0).elsewhere == {"g": "a"}
 
 
+def test_free_guests_are_not_claimed_while_a_member_is_unaccounted_for() -> None:
+    """A daemon just started has not yet seen the other hosts' keys change: it
+    must not take every free guest for itself (claims stay where they are taken)."""
+    members = frozenset({"a", "b", "c"})
+    early = PoolView(hosts={"c": frozenset()}, members=members)
+    guests = {f"g{i}" for i in range(6)}
+    assert placement.decide("c", guests, (), early, {}).take == ()
+    # a guest already running here is still claimed: it runs nowhere else
+    assert placement.decide("c", guests, {"g1"}, early, {}).take == ("g1",)
+    settled = replace(early, hosts={h: frozenset() for h in members})
+    takers = {h: placement.decide(h, guests, (), settled, {}).take for h in sorted(members)}
+    assert sorted(g for taken in takers.values() for g in taken) == sorted(guests)
+    assert sum(1 for taken in takers.values() if taken) >= 2
+
+
 def test_a_member_neither_alive_nor_taken_over_stops_every_create() -> None:
     view = PoolView(hosts={"b": frozenset()}, claims={"g": "b"}, members=frozenset({"a", "b"}))
     gate = placement.gate("b", {"g"}, view, set(), 3.0)

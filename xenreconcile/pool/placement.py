@@ -74,7 +74,11 @@ def decide(
     preferred: Mapping[str, str],
 ) -> Decisions:
     """Given this host, the desired guest names, those running here, the pool view
-    and the preferred hosts, return the claims to take and move and the conflicts."""
+    and the preferred hosts, return the claims to take and move and the conflicts.
+    A free guest that runs nowhere is claimed only while every member is accounted
+    for: a daemon that has not yet seen the other hosts' keys change would take
+    them all for itself, and a claim stays where it was taken."""
+    complete = not view.unaccounted(me)
     take: list[str] = []
     move: list[tuple[str, str]] = []
     conflicts: list[tuple[str, str]] = []
@@ -87,7 +91,7 @@ def decide(
                 conflicts.append((guest, holder))
             elif holder != me:
                 move.append((guest, holder))
-        elif holder is None and _free_for(guest, me, view, preferred.get(guest)):
+        elif holder is None and complete and _free_for(guest, me, view, preferred.get(guest)):
             take.append(guest)
     return Decisions(tuple(take), tuple(move), tuple(conflicts))
 
