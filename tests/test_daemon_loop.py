@@ -10,6 +10,7 @@ import pytest
 
 from tests.helpers import FakeClock, minimal_cfg
 from xenreconcile import control, logs
+from xenreconcile import daemon as daemon_module
 from xenreconcile.config import parse_config
 from xenreconcile.daemon import Daemon, toolstack_delay
 from xenreconcile.models import CreateAction, CreateResult, Domain, GuestMemory, Memory
@@ -68,9 +69,12 @@ def new_daemon(
     *,
     boot: Boot = BOOT,
     backoff: str = "{initial: 10s, jitter: 0}",
+    start: bool = True,
+    use_watcher: bool = False,
 ) -> Daemon:
-    """A started daemon on the guests and state dirs under `tmp_path` (a restart
-    when a daemon ran there before), with a fake xl and a fake clock."""
+    """A daemon on the guests and state dirs under `tmp_path` (a restart when a
+    daemon ran there before), with a fake xl and a fake clock; started unless
+    `start` is false (for `run`, which starts it)."""
     guests = tmp_path / "guests"
     guests.mkdir(mode=0o755, exist_ok=True)
     config_path = tmp_path / "xenreconcile.yaml"
@@ -88,10 +92,11 @@ def new_daemon(
         clock=clock,
         runner=xl,
         read_boot=lambda: boot,
-        use_watcher=False,
+        use_watcher=use_watcher,
         create_starter=inline_starter(xl),  # type: ignore[arg-type]
     )
-    daemon.start()
+    if start:
+        daemon.start()
     return daemon
 
 
@@ -159,6 +164,44 @@ def test_a_watcher_hint_brings_a_pass_at_once(world) -> None:  # type: ignore[no
     daemon.step()
     assert (xl.lists, xl.created) == (lists + 1, ["new"])
     assert clock.now == hinted_at  # no wait before the pass
+
+
+def test_the_first_creates_do_not_wait_for_the_sources_and_a_pass_follows_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    xl, clock = FakeXl(), FakeClock()
+    started: list[tuple[str, list[str]]] = []
+
+    class Source:
+        """Stands in for both sources; a cfg appears while the file watcher starts."""
+
+        name = "stand-in"
+
+        def __init__(self, *args: object) -> None:
+            started.append((type(self).__name__, list(xl.created)))
+            if type(self).__name__ == "FileWatch":
+                add_guest(tmp_path, "late")
+
+        def close(self) -> None:
+            return None
+
+    monkeypatch.setattr(daemon_module, "WatchSource", type("FileWatch", (Source,), {}))
+    monkeypatch.setattr(daemon_module, "ReleaseWatchSource", type("ReleaseWatch", (Source,), {}))
+    daemon = new_daemon(tmp_path, xl, clock, start=False, use_watcher=True)
+    add_guest(tmp_path, "boot")
+    create = xl.create
+
+    def create_then_stop_at_late(path: str) -> CreateResult:
+        if Path(path).stem == "late":
+            daemon.stop()
+        return create(path)
+
+    xl.create = create_then_stop_at_late  # type: ignore[method-assign]
+    began = clock.now
+    assert daemon.run() == 0
+    assert started == [("FileWatch", ["boot"]), ("ReleaseWatch", ["boot"])]
+    assert xl.created == ["boot", "late"]
+    assert clock.now - began < 30  # the pass after the sources, not the next interval
 
 
 def test_failed_create_schedules_a_retry_after_the_backoff(world) -> None:  # type: ignore[no-untyped-def]

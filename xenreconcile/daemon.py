@@ -166,17 +166,23 @@ class Daemon:
         """Run until SIGTERM/SIGINT; returns the exit code (0)."""
         self.start()
         try:
+            # The first pass (a boot's creates) waits for nothing the sources need to
+            # start (pyinotify's import, xenstore-watch); the pass asked for once they
+            # are up sees whatever changed meanwhile.
+            self.step(wait=False)
             self._open_source()
             if self.use_watcher:
                 self.release_source = ReleaseWatchSource(self.door, self.log)
+            self.hint()
             while not self.stopping:
                 self.step()
         finally:
             self.shutdown()
         return 0
 
-    def step(self) -> None:
-        """One turn of the loop: take messages and requests, pass when due, wait."""
+    def step(self, *, wait: bool = True) -> None:
+        """One turn of the loop: take messages and requests, pass when due, then
+        (if `wait`) wait for the next message or the next pass."""
         self.notifier.tick(self.clock.monotonic())
         self._take_messages()
         self._take_requests()
@@ -189,7 +195,7 @@ class Daemon:
         deadline = min(self.next_pass_at, now + REQUEST_POLL)
         if self.wake_at is not None:
             deadline = min(deadline, self.wake_at)
-        if not self.stopping:
+        if wait and not self.stopping:
             self.door.wait(self.clock, deadline - now)
 
     def run_once(self) -> int:

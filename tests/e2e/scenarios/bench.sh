@@ -12,7 +12,9 @@
 #   xr-cC       the same with `concurrency: C`, for each C of BENCH_CURVE
 # All guests are destroyed between two arms. Then, once: where the daemon's time goes (imports,
 # time to its first create, xl calls) and the reaction time. Prints FIGURE lines; writes
-# results/bench.md (the table) and results/bench-samples.txt (every sample).
+# results/bench.md (the table) and results/bench-samples.txt (every sample), and where the time
+# goes: bench-importtime.txt (-X importtime), bench-startprofile.txt (cProfile of spawn -> first
+# create) and bench-profile-xenreconcile.log (the log of the profiled daemon and the reaction).
 . "$XENLAB_SHARE/e2e/lib.sh"
 VENV=$XENLAB_SHARE/venv
 # The venv is on the lab's 9p share, where every file read is a round trip through the emulated
@@ -189,6 +191,10 @@ profile_imports() {
   figure bench.python_pass "$_pass" s
   figure bench.import_daemon "$_import" s
   figure bench.import_over_python_pass "$(ratio "$_import" "$_pass")" x
+  # the floor: the chosen dependencies the daemon imports at start (structlog, PyYAML) alone
+  _deps=$(median_of_3 "$LOCAL_VENV/bin/python" -c 'import structlog, yaml')
+  figure bench.import_dependencies "$_deps" s
+  figure bench.import_dependencies_over_python_pass "$(ratio "$_deps" "$_pass")" x
   figure bench.import_daemon_from_share "$(median_of_3 "$VENV/bin/python" -c 'import xenreconcile.daemon')" s
   figure bench.xenreconcile_version "$(median_of_3 "$XR" --version)" s
   "$LOCAL_VENV/bin/python" -X importtime -c 'import xenreconcile.daemon' 2> "$RESULTS/bench-importtime.txt"
@@ -196,6 +202,25 @@ profile_imports() {
   awk -F'|' '/^import time:/ { gsub(/ /, "", $2); gsub(/^ +/, "", $3); print $2, $3 }' \
     "$RESULTS/bench-importtime.txt" | awk '$2 !~ /[.]/ && $2 != "xenreconcile"' | sort -rn | head -8 \
     | while read -r _us _mod; do info "import $_mod: $(awk -v u="$_us" 'BEGIN { printf "%.2f", u / 1e6 }') s"; done
+}
+
+# profile_start: the default daemon under cProfile until its first xl create (startprofile.py);
+# writes results/bench-startprofile.txt, then stops that daemon and clears the guests
+profile_start() {
+  xr_config "$WORK/startprofile.yaml"
+  rm -f "$RESULTS/bench-startprofile.txt"
+  "$LOCAL_VENV/bin/python" "$E2E_DIR/startprofile.py" "$RESULTS/bench-startprofile.txt" \
+    -c "$WORK/startprofile.yaml" run >> "$LOGS/xenreconcile.stderr" 2>&1 &
+  XR_PID=$!
+  if wait_until 300 test -s "$RESULTS/bench-startprofile.txt"; then
+    awk 'NR > 1 && /^$/ { exit } NR > 1' "$RESULTS/bench-startprofile.txt" \
+      | while read -r _line; do info "under cProfile, first spawn: $_line"; done
+  else
+    fail "bench.startprofile no profile of the daemon's start within 300 s"
+  fi
+  stop_xr
+  : > "$LOGS/xenreconcile.log"
+  destroy_all
 }
 
 # xl_calls_until T0 T1 VERB: calls of xl VERB in the audit log between epoch times T0 and T1
@@ -306,7 +331,10 @@ main() {
     react bench02
   fi
   stop_xr
+  cp "$LOGS/xenreconcile.log" "$RESULTS/bench-profile-xenreconcile.log"
+  : > "$LOGS/xenreconcile.log"
   destroy_all
+  profile_start
   for _r in $(seq 2 "$RUNS"); do
     say "bench run $_r of $RUNS"
     one_run "$_r"
