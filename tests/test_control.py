@@ -24,7 +24,7 @@ def state_dir(tmp_path: Path) -> str:
 
 
 def drop(state_dir: str, body: str, name: str = "0001-1.json") -> Path:
-    directory = control.requests_dir(state_dir)
+    directory = Path(control.requests_dir(state_dir))
     directory.mkdir(mode=0o700, exist_ok=True)
     path = directory / name
     path.write_text(body, encoding="utf-8")
@@ -95,7 +95,7 @@ def test_a_request_file_owned_by_another_user_is_refused(state_dir: str) -> None
 def test_a_request_symlink_is_not_followed(state_dir: str, tmp_path: Path) -> None:
     elsewhere = tmp_path / "planted.json"
     elsewhere.write_text(json.dumps({"op": "release", "name": "web"}))
-    directory = control.requests_dir(state_dir)
+    directory = Path(control.requests_dir(state_dir))
     directory.mkdir(mode=0o700)
     (directory / "0001-1.json").symlink_to(elsewhere)
     assert "is a symlink: not followed" in only_error(state_dir)
@@ -104,7 +104,7 @@ def test_a_request_symlink_is_not_followed(state_dir: str, tmp_path: Path) -> No
 @pytest.mark.parametrize("unsafe", ["mode", "owner"])
 def test_an_unsafe_requests_dir_is_refused(state_dir: str, unsafe: str) -> None:
     drop(state_dir, json.dumps({"op": "release", "name": "web"}))
-    directory = control.requests_dir(state_dir)
+    directory = Path(control.requests_dir(state_dir))
     if unsafe == "mode":
         directory.chmod(0o1777)
     else:
@@ -183,7 +183,7 @@ def test_no_command_rewrites_a_newer_state_file(state_dir: str) -> None:
     finally:
         daemon.unlock()
     assert Path(store.path).read_text() == newer
-    assert not control.requests_dir(state_dir).exists()
+    assert not Path(control.requests_dir(state_dir)).exists()
 
 
 # --- the command line: clear errors, no tracebacks ----------------------------------------------

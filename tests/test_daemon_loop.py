@@ -221,7 +221,9 @@ def test_failed_create_schedules_a_retry_after_the_backoff(world) -> None:  # ty
 def test_requests_are_taken_applied_and_removed(world) -> None:  # type: ignore[no-untyped-def]
     daemon, xl, _clock, tmp_path = world
     add_guest(tmp_path, "kept")
-    path = control.write_request(str(tmp_path / "state"), control.Request("hold", "kept", "disk"))
+    path = Path(
+        control.write_request(str(tmp_path / "state"), control.Request("hold", "kept", "disk"))
+    )
     daemon.step()
     assert not path.exists()
     assert xl.created == []
@@ -235,7 +237,7 @@ def test_requests_are_taken_applied_and_removed(world) -> None:  # type: ignore[
 
 def test_an_unusable_request_is_logged_and_dropped(world) -> None:  # type: ignore[no-untyped-def]
     daemon, _xl, _clock, tmp_path = world
-    directory = control.requests_dir(str(tmp_path / "state"))
+    directory = Path(control.requests_dir(str(tmp_path / "state")))
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "0001-1.json").write_text("{not json")
     daemon.step()

@@ -22,6 +22,7 @@ DEFERRED = {
     "xenreconcile.restore": "a pass with save images due",
     "xenreconcile.converge": "run --once",
     "xenreconcile.logsyslog": "log_file: syslog only",
+    "xenreconcile.metrics": "metrics_listen / metrics_textfile only",
     "xenreconcile.metricsexport": "metrics_listen / metrics_textfile only",
     "prometheus_client": "metrics_listen / metrics_textfile only",
     "xenreconcile.pool": "pool mode only",
@@ -35,6 +36,7 @@ DEFERRED = {
     "xenreconcile.doctor": "the doctor command",
     "xenreconcile.commands": "the CLI's commands",
     "xenreconcile.simxl": "tests and the demo",
+    "pathlib": "nothing on the way to the first create (its import costs 0.25 s in the QEMU Dom0)",
 }
 # What `xenreconcile run` does not load either: the other commands' own modules.
 DEFERRED_BY_THE_CLI = {

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.helpers import FakeClock
 from tests.test_daemon_loop import FakeXl, add_guest, new_daemon, step_until
 from xenreconcile import __version__, metrics
-from xenreconcile.config import ConfigError, parse_config
+from xenreconcile.config import ConfigError, parse_config, split_address
 from xenreconcile.metricsexport import MetricsExporter, remove_stale_temps, write_textfile
 from xenreconcile.models import (
     CreateAction,
@@ -113,7 +113,7 @@ def test_create_outcomes(result: CreateResult, outcome: str) -> None:
     [("127.0.0.1:9101", ("127.0.0.1", 9101)), ("[::1]:80", ("::1", 80)), ("host:1", ("host", 1))],
 )
 def test_split_address(text: str, expected: tuple[str, int]) -> None:
-    assert metrics.split_address(text) == expected
+    assert split_address(text) == expected
 
 
 @pytest.mark.parametrize(

@@ -164,7 +164,7 @@ def test_a_newer_state_file_is_never_rewritten(make: MakeDaemon, tmp_path: Path)
     newer = json.dumps({"version": 2, "guests": {"web": {"hold": {"until": "friday"}}}})
     state_path(tmp_path).write_text(newer)
     daemon, xl = make()
-    request = control.requests_dir(str(tmp_path / "state")) / "0001-1.json"
+    request = Path(control.requests_dir(str(tmp_path / "state"))) / "0001-1.json"
     request.parent.mkdir(mode=0o700)
     request.write_text(json.dumps({"op": "release", "name": "web"}))
     steps(daemon)
@@ -181,7 +181,7 @@ def test_a_request_reason_that_is_not_a_string_never_reaches_the_state(
     make: MakeDaemon, tmp_path: Path
 ) -> None:
     daemon, _xl = make()
-    request = control.requests_dir(str(tmp_path / "state")) / "0001-1.json"
+    request = Path(control.requests_dir(str(tmp_path / "state"))) / "0001-1.json"
     request.parent.mkdir(mode=0o700)
     request.write_text(json.dumps({"op": "hold", "name": "web", "reason": ["a"]}))
     steps(daemon)
@@ -214,7 +214,7 @@ def test_requests_from_untrusted_files_or_dirs_are_not_applied(
     make: MakeDaemon, tmp_path: Path
 ) -> None:
     add_guests(tmp_path, "web")
-    directory = control.requests_dir(str(tmp_path / "state"))
+    directory = Path(control.requests_dir(str(tmp_path / "state")))
     directory.mkdir(mode=0o700)
     planted = directory / "0001-1.json"
     planted.write_text(json.dumps({"op": "hold", "name": "web"}))
@@ -251,7 +251,9 @@ def test_a_request_is_applied_once_while_saving_fails(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(daemon.store, "save", full)
-    path = control.write_request(str(tmp_path / "state"), control.Request("hold", "web", "disk"))
+    path = Path(
+        control.write_request(str(tmp_path / "state"), control.Request("hold", "web", "disk"))
+    )
     steps(daemon, 20)
     assert len(events(tmp_path, "hold")) == 1
     assert path.exists()  # kept until its save succeeds
@@ -267,7 +269,7 @@ def test_a_request_left_by_a_killed_daemon_is_applied_at_the_next_start(
     make: MakeDaemon, tmp_path: Path
 ) -> None:
     add_guests(tmp_path, "web")
-    path = control.write_request(str(tmp_path / "state"), control.Request("hold", "web"))
+    path = Path(control.write_request(str(tmp_path / "state"), control.Request("hold", "web")))
     daemon, xl = make()
     steps(daemon)
     assert not path.exists() and xl.created == []

@@ -26,7 +26,6 @@ import yaml
 
 from xenreconcile import schema, trust
 from xenreconcile.errors import SetupError
-from xenreconcile.metrics import join_address, split_address
 from xenreconcile.schema import Kind, Option, Spec, options
 
 Config = schema.Config  # the loader's result, named here for its callers
@@ -707,3 +706,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def split_address(text: str) -> tuple[str, int]:
+    """Given `HOST:PORT` (HOST may be a bracketed IPv6 address), return the host
+    (brackets removed) and port; raises ValueError saying what is wrong."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"put an IPv6 address in brackets: [{host}]:{port_text}")
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"the port must be a number from 1 to 65535, got {port_text!r}")
+    return host, int(port_text)
+
+
+def join_address(host: str, port: int) -> str:
+    """`HOST:PORT`, an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

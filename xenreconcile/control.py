@@ -16,13 +16,13 @@ symlinks; a request with a field of the wrong type is refused when read.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from xenreconcile import planner
@@ -116,27 +116,28 @@ def apply(memory: Memory, request: Request, now: float) -> Memory:
     return planner.retry(memory, request.name)
 
 
-def requests_dir(state_dir: str) -> Path:
+def requests_dir(state_dir: str) -> str:
     """The directory a running daemon takes requests from."""
-    return Path(state_dir) / REQUESTS_DIR
+    return os.path.join(state_dir, REQUESTS_DIR)
 
 
-def checked_requests_dir(state_dir: str, uids: Collection[int]) -> Path:
+def checked_requests_dir(state_dir: str, uids: Collection[int]) -> str:
     """The requests directory, after checking that it and every directory on
     the way are safe; raises RequestDirError naming the one that is not."""
     directory = requests_dir(state_dir)
-    problem = unsafe_path_problem(str(directory), uids)
+    problem = unsafe_path_problem(directory, uids)
     if problem is not None:
         raise RequestDirError(f"requests directory {directory} is unsafe: {problem}")
     return directory
 
 
-def write_request(state_dir: str, request: Request) -> Path:
+def write_request(state_dir: str, request: Request) -> str:
     """Atomically drop `request` into the requests directory; returns its path."""
     directory = checked_requests_dir(state_dir, trusted_uids())
-    directory.mkdir(mode=0o700, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(directory, 0o700)
     directory = checked_requests_dir(state_dir, trusted_uids())
-    final = directory / f"{time.time_ns():020d}-{os.getpid()}.json"
+    final = os.path.join(directory, f"{time.time_ns():020d}-{os.getpid()}.json")
     body = json.dumps({"op": request.op, "name": request.name, "reason": request.reason})
     fd, temp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=directory)
     try:
@@ -144,12 +145,13 @@ def write_request(state_dir: str, request: Request) -> Path:
             f.write(body)
         os.replace(temp, final)
     except BaseException:
-        Path(temp).unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
         raise
     return final
 
 
-def read_requests(state_dir: str) -> list[tuple[Path, Request | RequestError]]:
+def read_requests(state_dir: str) -> list[tuple[str, Request | RequestError]]:
     """Pending request files in arrival order, each with its request or the error
     that makes it unusable (the daemon logs and deletes those). Raises
     RequestDirError when the requests directory is unsafe (nothing is taken)."""
@@ -159,9 +161,9 @@ def read_requests(state_dir: str) -> list[tuple[Path, Request | RequestError]]:
         names = sorted(n for n in os.listdir(directory) if n.endswith(".json"))
     except FileNotFoundError:
         return []
-    found: list[tuple[Path, Request | RequestError]] = []
+    found: list[tuple[str, Request | RequestError]] = []
     for name in names:
-        path = directory / name
+        path = os.path.join(directory, name)
         try:
             found.append((path, _read_request(path, uids)))
         except FileNotFoundError:
@@ -172,9 +174,9 @@ def read_requests(state_dir: str) -> list[tuple[Path, Request | RequestError]]:
     return found
 
 
-def _read_request(path: Path, uids: Collection[int]) -> Request:
+def _read_request(path: str, uids: Collection[int]) -> Request:
     """The request in the file `path`; raises RequestError or OSError."""
-    data = read_private(str(path), uids, MAX_REQUEST_BYTES)
+    data = read_private(path, uids, MAX_REQUEST_BYTES)
     try:
         raw: Any = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -243,7 +245,7 @@ def deliver(
     path = write_request(state_dir, request)
     deadline = clock() + wait
     while clock() < deadline:
-        if not path.exists():
+        if not os.path.exists(path):
             return Delivery(f"{request.describe()}: applied by the running daemon", True, True)
         sleep(POLL)
     message = (

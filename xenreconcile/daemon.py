@@ -22,9 +22,9 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from xenreconcile import __version__, logs, metrics, planner
+from xenreconcile import __version__, logs, planner
 from xenreconcile.backoff import toolstack_delay
 from xenreconcile.clock import Clock, SystemClock, epoch_offset
 from xenreconcile.config import Config, ConfigError, load_config
@@ -43,6 +43,9 @@ from xenreconcile.sdnotify import Notifier
 from xenreconcile.sources import WatchSource
 from xenreconcile.state import Boot, StateStore, read_boot
 from xenreconcile.statusfile import STATUS_FILE, StatusFile
+
+if TYPE_CHECKING:
+    from xenreconcile.metrics import MetricsSink
 
 __all__ = ["STATUS_FILE", "Daemon", "DaemonError", "Joinable", "toolstack_delay", "xl_command"]
 
@@ -154,7 +157,8 @@ class Daemon:
         self._close_source()
         if self.release_source is not None:
             self.release_source.close()
-        self.metrics.close()
+        if self.metrics is not None:
+            self.metrics.close()
         self.keeper.save(self.memory, force=True)  # also records this boot's uptime
         self.status_file.remove()
         self.keeper.unlock()
@@ -261,7 +265,10 @@ class Daemon:
         self.keeper.save(self.memory)
         wall_now = now + epoch_offset(self.clock)
         self._write_status(plan, seen, now, wall_now, gate)
-        self.metrics.pass_done(metrics.pass_view(plan, now, wall_now, gate))
+        if self.metrics is not None:
+            from xenreconcile.metrics import pass_view  # noqa: PLC0415 - metrics only when set
+
+            self.metrics.pass_done(pass_view(plan, now, wall_now, gate))
         self.passes += 1
         if self.passes == 1:
             self.notifier.ready(f"first pass done: {len(plan.statuses)} guest(s)")
@@ -299,7 +306,8 @@ class Daemon:
             self.memory, done.action, done.result, now, self.inputs.settings
         )
         self.sink.create_result(done.action, done.result, self.memory, now)
-        self.metrics.create_done(done.action, done.result)
+        if self.metrics is not None:
+            self.metrics.create_done(done.action, done.result)
         for event in events:
             self.sink.event(event, self.memory, now)
         self.pass_due = True
@@ -368,7 +376,8 @@ class Daemon:
             self._close_source()
             self._open_source()
         if (new.metrics_listen, new.metrics_textfile) != (old.metrics_listen, old.metrics_textfile):
-            self.metrics.close()
+            if self.metrics is not None:
+                self.metrics.close()
             self.metrics = open_metrics(new, self.log)
         self.log.info("config_reloaded", config=self.config_path)
 
@@ -380,8 +389,13 @@ def problems(plan: Plan) -> list[GuestStatus]:
     return [status for status in plan.statuses if report.is_problem(status)]
 
 
-def open_metrics(config: Config, log: Any) -> metrics.MetricsSink:
-    """The metrics exporter `config` asks for (or one that does nothing)."""
+def open_metrics(config: Config, log: Any) -> MetricsSink | None:
+    """The metrics exporter `config` asks for, or None when it asks for none (the
+    metrics module is then never imported)."""
+    if config.metrics_listen is None and config.metrics_textfile is None:
+        return None
+    from xenreconcile import metrics  # noqa: PLC0415 - metrics only when set
+
     return metrics.open_sink(config.metrics_listen, config.metrics_textfile, log)
 
 

@@ -9,7 +9,8 @@ idempotent. Used by the loop's thread only.
 
 from __future__ import annotations
 
-from pathlib import Path
+import contextlib
+import os
 from typing import Any
 
 from xenreconcile import control
@@ -37,7 +38,7 @@ class RequestInbox:
             self._reported_error = str(exc)
             return memory, False
         self._reported_error = None
-        self.applied &= {path.name for path, _request in found}
+        self.applied &= {os.path.basename(path) for path, _request in found}
         changed = False
         for path, request in found:
             if isinstance(request, control.RequestError):
@@ -46,10 +47,10 @@ class RequestInbox:
             elif read_only is not None:
                 self.log.error("request_refused", guest=request.name, error=read_only)
                 self._remove(path)
-            elif path.name not in self.applied:
+            elif os.path.basename(path) not in self.applied:
                 memory = control.apply(memory, request, now)
                 self.log.info(request.op, guest=request.name, reason=request.reason)
-                self.applied.add(path.name)
+                self.applied.add(os.path.basename(path))
                 changed = True
         return memory, changed
 
@@ -58,14 +59,15 @@ class RequestInbox:
         holds them is saved."""
         directory = control.requests_dir(self.state_dir)
         for name in sorted(self.applied):
-            if self._remove(directory / name):
+            if self._remove(os.path.join(directory, name)):
                 self.applied.discard(name)
 
-    def _remove(self, path: Path) -> bool:
+    def _remove(self, path: str) -> bool:
         """Delete a request file; True when it is gone."""
         try:
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
         except OSError as exc:
-            self.log.debug("request_remove_failed", file=str(path), error=str(exc))
+            self.log.debug("request_remove_failed", file=path, error=str(exc))
             return False
         return True

@@ -23,6 +23,7 @@ from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
 
 from xenreconcile import metrics
+from xenreconcile.config import split_address
 from xenreconcile.models import CreateAction, CreateResult
 
 TEXTFILE_MODE = 0o644  # node_exporter does not run as root
@@ -75,7 +76,7 @@ class MetricsExporter:
 
     def _listen(self, listen: str) -> None:
         """Start the HTTP server; a failure is logged and the daemon goes on without it."""
-        host, port = metrics.split_address(listen)
+        host, port = split_address(listen)
         try:
             self.server, self.thread = start_http_server(port, addr=host, registry=self.registry)
         except OSError as exc:
