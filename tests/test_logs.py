@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from freezegun import freeze_time
 
 from tests.daemon_harness import DaemonRun, wait_for
 from tests.helpers import FakeClock
@@ -167,6 +168,44 @@ def test_console_renderer_escapes_control_characters(monkeypatch: pytest.MonkeyP
     lines = terminal.getvalue().splitlines()
     assert len(lines) == 1 and lines[0].isprintable(), lines
     assert "bad\\u001b]0;owned\\u0007" in lines[0] and "\\udce9" in lines[0]
+
+
+# --- the daemon's start: structlog only once the first creates are started -------------------
+
+
+def test_events_kept_before_the_log_is_configured_are_written_in_order_with_their_time(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "x.log"
+    with freeze_time("2026-03-01 04:05:06") as clock:
+        logs.configure(str(log), "json", "info", defer=True)
+        early = logs.get_logger()
+        early.info("started", pid=1)
+        early.debug("below_the_level")
+        clock.tick(3600)
+        early.warning("create_started", guest="web")
+        assert not log.exists()  # nothing is written before complete
+        clock.tick(60)
+        logs.complete()
+        early.info("after", guest="web")
+        logs.get_logger().error("later")
+    lines = [json.loads(line) for line in log_text(log).splitlines()]
+    assert [(e["event"], e["level"], e["timestamp"]) for e in lines] == [
+        ("started", "info", "2026-03-01T04:05:06+0000"),
+        ("create_started", "warning", "2026-03-01T05:05:06+0000"),
+        ("after", "info", "2026-03-01T05:06:06+0000"),
+        ("later", "error", "2026-03-01T05:06:06+0000"),
+    ]
+    assert lines[0]["pid"] == 1 and lines[1]["guest"] == "web"
+    assert all(logs.LOGGED_AT not in e for e in lines)
+
+
+def test_complete_without_anything_put_off_changes_nothing(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    logs.configure(str(log), "logfmt", "info")
+    logs.complete()
+    logs.get_logger().info("once")
+    assert logfmt_field(only_line(log), "event") == "once"
 
 
 # --- the log file going away -----------------------------------------------------------------

@@ -61,7 +61,8 @@ def dispatch(args: argparse.Namespace) -> int:
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
     """`run [--once]`: the daemon in the foreground. A failure that ends it is
     logged as `daemon_failed` and raised on to `dispatch`."""
-    logs.configure(config.log_file, config.log_format, config.log_level)
+    # structlog is loaded once the first pass started the boot's creates (logs.complete)
+    logs.configure(config.log_file, config.log_format, config.log_level, defer=True)
     daemon = Daemon(config, config_path=args.config)
     try:
         if args.once:
@@ -71,6 +72,8 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
     except (XenreconcileError, OSError) as exc:
         logs.get_logger().error("daemon_failed", error=str(exc))
         raise
+    finally:
+        logs.complete()
 
 
 def daemon_pid(config: Config) -> int | None:

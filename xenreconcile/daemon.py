@@ -163,6 +163,7 @@ class Daemon:
         self.status_file.remove()
         self.keeper.unlock()
         self.log.info("stopped")
+        logs.complete()
 
     # --- the loop ----------------------------------------------------------------------
 
@@ -271,6 +272,7 @@ class Daemon:
             self.metrics.pass_done(pass_view(plan, now, wall_now, gate))
         self.passes += 1
         if self.passes == 1:
+            logs.complete()  # the boot's creates are started: now structlog (cmd_run defers it)
             self.notifier.ready(f"first pass done: {len(plan.statuses)} guest(s)")
         return plan
 

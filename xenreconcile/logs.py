@@ -9,6 +9,14 @@ The file handler reopens the file when it was renamed or removed, so newsyslog
 (or logrotate) needs no signal. A log call never raises: while the file cannot
 be written the lines go to stderr (said once there), and back to the file as
 soon as it can be opened again.
+
+structlog (with the asyncio it imports: 2 s of a QEMU Dom0's start) is loaded
+when logging is configured, or, for the daemon (`configure(..., defer=True)`),
+only after its first pass started the boot's creates: until then `get_logger`
+gives an `EarlyLogger`, which keeps each event with the time it happened and
+hands them on, in order and with those times, once `complete` configured
+structlog. A daemon killed (-9) before that loses those lines; every other end
+runs `complete`.
 """
 
 from __future__ import annotations
@@ -18,11 +26,10 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
-
-import structlog
 
 from xenreconcile.errors import XenreconcileError
 
@@ -35,12 +42,29 @@ SYSLOG = "syslog"  # the log_file value that sends the log to the local syslog d
 # The local syslog socket: FreeBSD's syslogd, then Linux's (journald or rsyslog).
 SYSLOG_SOCKETS = ("/var/run/log", "/dev/log")
 SYSLOG_TAG = "xenreconcile"
-SHARED_PROCESSORS: tuple[Any, ...] = (
-    structlog.contextvars.merge_contextvars,
-    structlog.stdlib.add_log_level,
-    structlog.processors.TimeStamper(fmt="%Y-%m-%dT%H:%M:%S%z", utc=False),
-)
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
+# The key an EarlyLogger's replay carries an event's own time (epoch seconds) in.
+LOGGED_AT = "_xenreconcile_logged_at"
 _handler: logging.Handler | None = None
+_early: EarlyLogger | None = None
+_deferred: tuple[str, str, str, Callable[[], float]] | None = None
+
+
+def add_timestamp(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """The event with `timestamp`, local time: when it was logged (an EarlyLogger's
+    replay says when), else now."""
+    at = event_dict.pop(LOGGED_AT, None)
+    event_dict["timestamp"] = time.strftime(
+        TIME_FORMAT, time.localtime(time.time() if at is None else at)
+    )
+    return event_dict
+
+
+def shared_processors() -> list[Any]:
+    """The processors every event goes through, structlog's and foreign ones alike."""
+    import structlog  # noqa: PLC0415 - see the module's docstring
+
+    return [structlog.contextvars.merge_contextvars, structlog.stdlib.add_log_level, add_timestamp]
 
 
 # --- escaping -----------------------------------------------------------------------------
@@ -110,6 +134,8 @@ def escape_for_console(_logger: Any, _name: str, event_dict: dict[str, Any]) -> 
 def _renderers(fmt: str, console: bool) -> list[Any]:
     """The last structlog processors for `fmt` ("logfmt" | "json"), or those of a
     colourless console renderer for a terminal."""
+    import structlog  # noqa: PLC0415 - see the module's docstring
+
     if console:
         return [escape_for_console, structlog.dev.ConsoleRenderer(colors=False, sort_keys=False)]
     if fmt == "json":
@@ -299,7 +325,7 @@ class LogFileHandler(logging.Handler):
 def notice_record(level: str, event: str, **fields: Any) -> logging.LogRecord:
     """A log record carrying a structlog event, as if logged at `level`."""
     event_dict: Any = {"event": event, **fields}
-    for processor in SHARED_PROCESSORS:
+    for processor in shared_processors():
         event_dict = processor(None, level, event_dict)
     return logging.makeLogRecord(
         {
@@ -342,16 +368,82 @@ def _open_handler(
     return file_handler
 
 
+class EarlyLogger:
+    """The logger before structlog is configured: keeps every event (level, name,
+    fields, time) until `attach`, then passes each on to the logger it was given.
+    Safe from any thread; the replay keeps the order in which events came."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._events: list[tuple[str, str, dict[str, Any], float]] = []
+        self._logger: Any = None
+
+    def _log(self, level: str, event: str, fields: dict[str, Any]) -> None:
+        logger = self._logger
+        if logger is None:
+            with self._lock:
+                logger = self._logger
+                if logger is None:
+                    self._events.append((level, event, fields, time.time()))
+                    return
+        getattr(logger, level)(event, **fields)
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._log("debug", event, fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._log("info", event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._log("warning", event, fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._log("error", event, fields)
+
+    def attach(self, logger: Any) -> None:
+        """Log every kept event to `logger`, with its time; forward from now on."""
+        with self._lock:
+            for level, event, fields, at in self._events:
+                getattr(logger, level)(event, **fields, **{LOGGED_AT: at})
+            self._events.clear()
+            self._logger = logger
+
+
 def configure(
     log_file: str,
     fmt: str = "logfmt",
     level: str = "info",
     clock: Callable[[], float] = time.monotonic,
+    *,
+    defer: bool = False,
 ) -> None:
-    """Send every structlog event to `log_file` ("-" = stderr) in `fmt` at `level`.
+    """Send every structlog event to `log_file` ("-" = stderr) in `fmt` at `level`;
+    with `defer`, only once `complete` is called (events meanwhile are kept).
 
     Never raises for the file: while it cannot be written, lines go to stderr
     (`clock` times the retries). Calling it again replaces the previous handler."""
+    global _deferred, _early
+    if defer:
+        _deferred = (log_file, fmt, level, clock)
+        _early = _early or EarlyLogger()
+        return
+    _deferred = None
+    _configure_now(log_file, fmt, level, clock)
+    if _early is not None:
+        _early.attach(_structlog_logger())
+        _early = None
+
+
+def complete() -> None:
+    """Configure what `configure(..., defer=True)` put off and log the events kept
+    meanwhile; nothing when nothing is put off."""
+    if _deferred is not None:
+        configure(*_deferred)
+
+
+def _configure_now(log_file: str, fmt: str, level: str, clock: Callable[[], float]) -> None:
+    import structlog  # noqa: PLC0415 - see the module's docstring
+
     global _handler
     console = log_file == "-" and sys.stderr.isatty()
     formatter = structlog.stdlib.ProcessorFormatter(
@@ -359,7 +451,7 @@ def configure(
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             *_renderers(fmt, console),
         ],
-        foreign_pre_chain=list(SHARED_PROCESSORS),
+        foreign_pre_chain=shared_processors(),
     )
     handler = _open_handler(log_file, formatter, clock)
     root = logging.getLogger(LOGGER_NAME)
@@ -373,7 +465,7 @@ def configure(
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,
-            *SHARED_PROCESSORS,
+            *shared_processors(),
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -389,5 +481,11 @@ def reopen() -> None:
 
 
 def get_logger() -> Any:
-    """The project's structlog logger."""
+    """The project's structlog logger (an EarlyLogger while configuring is put off)."""
+    return _early if _early is not None else _structlog_logger()
+
+
+def _structlog_logger() -> Any:
+    import structlog  # noqa: PLC0415 - see the module's docstring
+
     return structlog.get_logger(LOGGER_NAME)
