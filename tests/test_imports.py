@@ -52,6 +52,9 @@ DEFERRED_BY_THE_CLI = {
     "xenreconcile.pool": "pool mode only",
     "xenreconcile.metricsexport": "metrics_listen / metrics_textfile only",
     "logging.handlers": "log_file: syslog only",
+    "xenreconcile.report": "status and plan; the daemon's first status document, after its creates",
+    "xenreconcile.hints": "a create's failure",
+    "xenreconcile.liveness": "status",
 }
 
 

@@ -183,7 +183,7 @@ class Kill9Run:
 
     def pending_requests(self) -> list[Path]:
         """Request files the daemon has not taken yet."""
-        directory = control.requests_dir(str(self.state_dir))
+        directory = Path(control.requests_dir(str(self.state_dir)))
         return sorted(directory.glob("*.json")) if directory.is_dir() else []
 
     def running(self) -> set[str]:

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from xenreconcile import control, liveness, logs, report, saves
+from xenreconcile import control, logs, saves
 from xenreconcile.clock import Instant
 from xenreconcile.config import Config, ConfigError, load_config
 from xenreconcile.daemon import STATUS_FILE, Daemon
@@ -125,6 +125,8 @@ def refresh_next_retry(doc: dict[str, Any], wall_now: float) -> dict[str, Any]:
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
     """`status [--json | --brief]`: every guest's state, and whether the daemon's
     loop still passes (exit 1 when it has not for 3 x interval)."""
+    from xenreconcile import liveness, report  # noqa: PLC0415 - deferred: not on `run`'s way
+
     pid = daemon_pid(config)
     doc = read_status_file(config) if pid is not None else None
     now = Instant.now()
@@ -150,6 +152,8 @@ def status_text(
 ) -> str:
     """What `status` prints for `doc`: JSON, the one-line summary, or the table
     followed by the loop's liveness."""
+    from xenreconcile import liveness, report  # noqa: PLC0415 - deferred: not on `run`'s way
+
     if args.json:
         return json.dumps(doc, indent=2)
     if getattr(args, "brief", False):
@@ -177,6 +181,8 @@ def in_flight_names(doc: dict[str, Any]) -> set[str]:
 
 def cmd_plan(config: Config, args: argparse.Namespace) -> int:
     """`plan [--json]`: what the next pass would do."""
+    from xenreconcile import report  # noqa: PLC0415 - deferred: not on `run`'s way
+
     in_flight: set[str] = set()
     if daemon_pid(config) is not None:
         in_flight = in_flight_names(read_status_file(config) or {})
