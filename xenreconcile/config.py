@@ -690,24 +690,6 @@ def _table_row(key: str, option: Option) -> tuple[str, str, str, str]:
     return (key, spec.type_name, _format_default(option), spec.description)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m xenreconcile.config --sample | --table`: print the sample config or key table."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args == ["--sample"]:
-        sys.stdout.write(render_sample())
-        return 0
-    if args == ["--table"]:
-        for row in option_table():
-            sys.stdout.write("\t".join(row) + "\n")
-        return 0
-    sys.stderr.write("usage: python -m xenreconcile.config --sample | --table\n")
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def split_address(text: str) -> tuple[str, int]:
     """Given `HOST:PORT` (HOST may be a bracketed IPv6 address), return the host
     (brackets removed) and port; raises ValueError saying what is wrong."""
@@ -726,3 +708,21 @@ def split_address(text: str) -> tuple[str, int]:
 def join_address(host: str, port: int) -> str:
     """`HOST:PORT`, an IPv6 host in brackets."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m xenreconcile.config --sample | --table`: print the sample config or key table."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args == ["--sample"]:
+        sys.stdout.write(render_sample())
+        return 0
+    if args == ["--table"]:
+        for row in option_table():
+            sys.stdout.write("\t".join(row) + "\n")
+        return 0
+    sys.stderr.write("usage: python -m xenreconcile.config --sample | --table\n")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
