@@ -117,6 +117,14 @@ class Service:
         self.pids.add(pid)
         return pid
 
+    def pid_if_written(self, path: Path) -> int | None:
+        """The pid in a pidfile, or None while it is missing or being written
+        (daemon(8) truncates a pidfile, then writes it, as the stand-in does)."""
+        try:
+            return self.read_pid(path)
+        except (FileNotFoundError, IndexError, ValueError):
+            return None
+
     def started(self) -> tuple[int, int, int]:
         """Wait for the daemon to be up; return (supervisor, daemon, monitor) pids."""
         wait_until(
@@ -481,7 +489,7 @@ def test_stop_waits_for_a_daemon_restarted_by_the_supervisor(
 
     os.kill(first, signal.SIGTERM)
     wait_until(
-        lambda: service.child_pidfile.exists() and service.read_pid(service.child_pidfile) != first,
+        lambda: service.pid_if_written(service.child_pidfile) not in (None, first),
         DEADLINE,
         "the supervisor to restart the daemon",
     )
